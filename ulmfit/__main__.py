@@ -1,0 +1,5 @@
+import sys
+
+from ulmfit.cli.main import main
+
+sys.exit(main())

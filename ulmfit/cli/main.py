@@ -1,0 +1,76 @@
+"""`ulmfit` entry point: registers one module per command and turns UlmfitError into one line + exit 1."""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+
+import typer
+
+from ulmfit.errors import UlmfitError
+
+app = typer.Typer(
+    name="ulmfit",
+    help="ULMFiT transfer learning for text: tokenize, pretrain and fine-tune AWD-LSTM language models, "
+    "train classifiers with gradual unfreezing, evaluate, ensemble, predict and generate.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+_state = {"verbose": bool(os.environ.get("ULMFIT_VERBOSE"))}
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from ulmfit import __version__
+
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show full tracebacks on errors."),
+    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True,
+                                 callback=_print_version),
+) -> None:
+    if verbose:
+        _state["verbose"] = True
+
+
+def _register() -> None:
+    # Imported here, not at top, so a broken command module cannot break `ulmfit --help` for the others.
+    from ulmfit.cli import classify, data, evaluate, generate, lm_finetune, predict, pretrain, quickstart
+
+    app.add_typer(data.app, name="data")
+    for mod in (pretrain, lm_finetune, classify, evaluate, predict, generate, quickstart):
+        mod.register(app)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code (tests call this directly)."""
+    _register()
+    command = typer.main.get_command(app)
+    try:
+        # Standalone mode lets click print usage errors (unknown option, missing argument) its own way, exit 2.
+        command.main(args=argv, prog_name="ulmfit", standalone_mode=True)
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except KeyboardInterrupt:
+        print("Interrupted.", file=sys.stderr)
+        return 130
+    except UlmfitError as e:
+        if _state["verbose"]:
+            traceback.print_exc()
+        print(f"error: {e.message}", file=sys.stderr)
+        if e.hint:
+            print(f"hint: {e.hint}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
