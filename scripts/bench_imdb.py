@@ -1,0 +1,75 @@
+"""IMDb quality study: ULMFiT on a CPU budget against the baselines, on one fixed evaluation set.
+
+    ULMFIT_MIRROR=../shared/data python scripts/bench_imdb.py tfidf --labels 100 1000 25000
+    ULMFIT_MIRROR=../shared/data python scripts/bench_imdb.py ulmfit --labels 1000 --lm-minutes 60
+
+Everything reads IMDb through the project's own registry. The evaluation set is a stratified, seeded
+sample of the official test split (`--test-size`, default 5,000; 0 = all 25,000). Labeled training sets are
+balanced, seeded samples of the official train split. Language models see `train/unsup` plus train texts,
+never test texts. Each configuration appends one JSON line (config, accuracy, wall time, command) to
+`--out` (default runs/bench_imdb.jsonl), which BENCHMARKS.md quotes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from ulmfit.data import Corpus, load_corpus, subsample
+
+
+def imdb_splits(test_size: int, n_labels: int, seed: int) -> tuple[Corpus, Corpus, Corpus]:
+    """(labeled train sample, test sample, LM corpus = unsup + all train texts without labels)."""
+    imdb = load_corpus("imdb", valid_pct=0)
+    test = imdb.select("test")
+    if test_size:
+        test = subsample(test, "test", test_size, seed=seed)
+    train = subsample(imdb.select("train"), "train", n_labels, seed=seed)
+    lm = imdb.select(["train", "unsup"])
+    return train, test, lm
+
+
+def run_tfidf(train: Corpus, test: Corpus, seed: int) -> dict:
+    """TF-IDF (uni+bigram) + logistic regression; C chosen by 5-fold cross-validation on the labeled set
+    (no extra labels are used to tune it)."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+
+    vec = TfidfVectorizer(ngram_range=(1, 2), min_df=2, max_df=0.9, sublinear_tf=True, strip_accents="unicode")
+    x_train = vec.fit_transform(train.texts)
+    cv = StratifiedKFold(n_splits=5, shuffle=True, random_state=seed)
+    grid = GridSearchCV(LogisticRegression(max_iter=2000), {"C": [0.3, 1, 3, 10, 30, 100]}, cv=cv, n_jobs=1)
+    grid.fit(x_train, train.labels)
+    acc = float((grid.predict(vec.transform(test.texts)) == test.labels).mean())
+    return {"accuracy": acc, "C": grid.best_params_["C"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config", choices=["tfidf"], help="which configuration to run")
+    p.add_argument("--labels", type=int, nargs="+", default=[100, 1000], help="labeled training set sizes")
+    p.add_argument("--test-size", type=int, default=5000, help="stratified test sample size (0 = all 25,000)")
+    p.add_argument("--seed", type=int, default=0, help="seed for samples and training")
+    p.add_argument("--out", type=Path, default=Path("runs/bench_imdb.jsonl"), help="JSON-lines results file")
+    args = p.parse_args(argv)
+    command = "python scripts/bench_imdb.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    for n in args.labels:
+        t0 = time.perf_counter()
+        train, test, _ = imdb_splits(args.test_size, n, args.seed)
+        result = run_tfidf(train, test, args.seed)
+        row = {"config": args.config, "labels": n, "test_size": len(test), "seed": args.seed,
+               "wall_s": round(time.perf_counter() - t0, 1), "command": command, **result}
+        print(json.dumps(row))
+        with open(args.out, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
