@@ -1,0 +1,298 @@
+"""Classifier configuration: presets and the gradual-unfreezing schedule, as plain data.
+
+The schedule is the one the fastai course (fastbook ch. 10) ran on IMDb, written out so that it can be printed,
+stored in every bundle and overridden from a JSON file or `--set`:
+
+    learn.fit_one_cycle(1, 2e-2, moms=(0.8, 0.7, 0.8))                          # head only
+    learn.freeze_to(-2); learn.fit_one_cycle(1, slice(1e-2/2.6**4, 1e-2), ...)  # + last LSTM layer
+    learn.freeze_to(-3); learn.fit_one_cycle(1, slice(5e-3/2.6**4, 5e-3), ...)  # + next LSTM layer
+    learn.unfreeze();    learn.fit_one_cycle(2, slice(1e-3/2.6**4, 1e-3), ...)  # everything
+
+Only the standard library is imported here: the CLI validates a config before torch is loaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ulmfit.errors import UlmfitError
+
+LR_DIV = 2.6**4  # ULMFiT's discriminative fine-tuning: each layer group down trains at lr/2.6
+
+
+@dataclass
+class Stage:
+    """One `fit_one_cycle` call of the gradual-unfreezing schedule."""
+
+    freeze_to: int  # -1: classifier head only; -2: head + last LSTM layer; ...; 0: the whole model
+    epochs: int  # epochs of this one-cycle run
+    lr: float  # learning rate of the top layer group (the head)
+    lr_div: float = 1.0  # the lowest group trains at lr/lr_div, groups between geometrically (fastai's slice)
+
+    def describe(self) -> str:
+        if self.freeze_to == 0:
+            what, groups = "unfreeze()", "all layers"
+        else:
+            k = -self.freeze_to - 1
+            what = f"freeze_to({self.freeze_to})"
+            groups = "head only" if k == 0 else f"head + top {k} layer group{'s' if k > 1 else ''}"
+        if self.lr_div == 1:
+            lr = f"{self.lr:g}"
+        elif abs(self.lr_div - LR_DIV) < 1e-9:
+            lr = f"slice({self.lr:g}/2.6**4, {self.lr:g})"
+        else:
+            lr = f"slice({self.lr / self.lr_div:.3g}, {self.lr:g})"
+        return f"{what:<14} {self.epochs} epoch{'s' if self.epochs != 1 else ' '}  lr {lr:<26} ({groups})"
+
+
+def ulmfit_schedule() -> list[Stage]:
+    """The fastai course's IMDb classifier schedule (5 epochs)."""
+    return [
+        Stage(freeze_to=-1, epochs=1, lr=2e-2),
+        Stage(freeze_to=-2, epochs=1, lr=1e-2, lr_div=LR_DIV),
+        Stage(freeze_to=-3, epochs=1, lr=5e-3, lr_div=LR_DIV),
+        Stage(freeze_to=0, epochs=2, lr=1e-3, lr_div=LR_DIV),
+    ]
+
+
+@dataclass
+class ClassifierConfig:
+    """Everything that decides a classifier run. Written, resolved, into every classifier bundle.
+
+    The AWD-LSTM sizes are not here: they come from the LM bundle the encoder is taken from (or, with
+    `from_scratch`, from the LM preset of the same name). The encoder's dropouts are fastai's
+    `awd_lstm_clas_config` times `drop_mult`.
+    """
+
+    preset: str = "small"
+    schedule: list[Stage] = field(default_factory=ulmfit_schedule)
+    moms: tuple[float, float, float] = (0.8, 0.7, 0.8)  # one-cycle momentum schedule (fastai TextLearner)
+    wd: float = 0.01  # decoupled weight decay (fastai's Adam default)
+    bs: int = 32  # documents per batch
+    bptt: int = 72  # tokens per chunk the encoder reads at a time (fastai seq_len)
+    max_len: int = 72 * 20  # only the last max_len tokens' outputs are pooled (fastai default)
+    drop_mult: float = 0.5  # scales every dropout of awd_lstm_clas_config (the course used 0.5)
+    lin_ftrs: list[int] = field(default_factory=lambda: [50])  # hidden sizes of the head
+    head_ps: list[float] = field(default_factory=lambda: [0.1])  # head dropouts (one per lin_ftrs entry)
+    alpha: float = 2.0  # activation regularization (AR) of the last LSTM output
+    beta: float = 1.0  # temporal activation regularization (TAR)
+    label_smoothing: float = 0.0  # 0: plain cross-entropy; e.g. 0.1 for noisy labels
+    class_weights: str | list[float] = "none"  # "none", "balanced" (n/(k*count)) or one weight per label
+    backwards: bool = False  # read texts right to left (needs a backward LM)
+    from_scratch: bool = False  # random encoder init, no LM: the baseline ULMFiT is measured against
+    max_train: int | None = None  # keep only N training documents (stratified): the low-shot setting
+    seed: int = 42
+
+    def total_epochs(self) -> int:
+        return sum(s.epochs for s in self.schedule)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["moms"] = list(self.moms)
+        return d
+
+    def describe_schedule(self) -> str:
+        lines = [f"Gradual unfreezing schedule ({self.total_epochs()} epochs, moms {tuple(self.moms)}, "
+                 f"bs {self.bs}, drop_mult {self.drop_mult}):"]
+        lines += [f"  stage {i + 1}: {s.describe()}" for i, s in enumerate(self.schedule)]
+        return "\n".join(lines)
+
+
+# Presets: the training knobs per compute budget. Each value says why it is what it is.
+PRESETS: dict[str, dict[str, Any]] = {
+    # Tests and smoke runs: tiny models on tiny corpora; short chunks so multi-chunk documents are exercised.
+    "tiny": dict(bs=16, bptt=16, max_len=16 * 20, drop_mult=0.5,
+                 schedule=[asdict(s) for s in ulmfit_schedule()[:3]] + [dict(freeze_to=0, epochs=1, lr=1e-3 * 5,
+                                                                            lr_div=LR_DIV)]),
+    # A 2-core CPU: bs 32 keeps the step time low; the course's schedule otherwise unchanged.
+    "small": dict(bs=32, bptt=72, max_len=72 * 20, drop_mult=0.5),
+    # The ULMFiT paper (bs 64 for classifier fine-tuning) with the course's schedule, for a GPU.
+    "paper": dict(bs=64, bptt=72, max_len=72 * 20, drop_mult=0.5),
+}
+
+
+def _stage(obj: Any, where: str) -> Stage:
+    if isinstance(obj, Stage):
+        return obj
+    if not isinstance(obj, dict):
+        raise UlmfitError(f"{where}: a schedule stage must be an object like "
+                          '{"freeze_to": -1, "epochs": 1, "lr": 0.02}')
+    names = {f.name for f in dataclasses.fields(Stage)}
+    unknown = sorted(set(obj) - names)
+    if unknown:
+        raise UlmfitError(f"{where}: unknown schedule key(s) {', '.join(unknown)}",
+                          hint=f"a stage has {', '.join(sorted(names))}")
+    missing = sorted({"freeze_to", "epochs", "lr"} - set(obj))
+    if missing:
+        raise UlmfitError(f"{where}: schedule stage lacks {', '.join(missing)}")
+    try:
+        st = Stage(freeze_to=int(obj["freeze_to"]), epochs=int(obj["epochs"]), lr=float(obj["lr"]),
+                   lr_div=float(obj.get("lr_div", 1.0)))
+    except (TypeError, ValueError) as e:
+        raise UlmfitError(f"{where}: bad schedule stage {obj!r} ({e})") from None
+    return st
+
+
+def _coerce(name: str, value: Any, default: Any) -> Any:
+    """Convert an override to the type of the field's default (ints stay ints, lists stay lists)."""
+    if name == "schedule":
+        if not isinstance(value, list):
+            raise UlmfitError("schedule must be a list of stages")
+        return [_stage(s, f"schedule[{i}]") for i, s in enumerate(value)]
+    if name == "class_weights":
+        if isinstance(value, str) and value in ("none", "balanced"):
+            return value
+        if isinstance(value, list) and all(isinstance(v, (int, float)) for v in value):
+            return [float(v) for v in value]
+        raise UlmfitError(f"class_weights must be \"none\", \"balanced\" or a list of numbers, not {value!r}")
+    if name == "max_train":
+        if value is None:
+            return None
+        return _coerce_scalar(name, value, 0)
+    if isinstance(default, (list, tuple)):
+        if not isinstance(value, (list, tuple)):
+            raise UlmfitError(f"{name} must be a list, not {value!r}")
+        elem = default[0] if default else value[0] if value else 0.0
+        out = [_coerce_scalar(name, v, elem) for v in value]
+        return tuple(out) if isinstance(default, tuple) else out
+    return _coerce_scalar(name, value, default)
+
+
+def _coerce_scalar(name: str, value: Any, default: Any) -> Any:
+    try:
+        if isinstance(default, bool):
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("true", "1", "yes"):
+                return True
+            if str(value).lower() in ("false", "0", "no"):
+                return False
+            raise ValueError(value)
+        if isinstance(default, int):
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise UlmfitError(f"bad value for {name}: {value!r} (expected {type(default).__name__})") from None
+
+
+def parse_sets(sets: list[str] | None) -> dict[str, Any]:
+    """`--set key=value` pairs; values are JSON when they parse as JSON, strings otherwise."""
+    out: dict[str, Any] = {}
+    for s in sets or []:
+        if "=" not in s:
+            raise UlmfitError(f"--set {s!r} is not key=value", hint="e.g. --set drop_mult=0.3")
+        k, v = s.split("=", 1)
+        try:
+            out[k.strip()] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k.strip()] = v
+    return out
+
+
+def load_overrides(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    path = Path(path)
+    if not path.is_file():
+        raise UlmfitError(f"config file {path} does not exist")
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise UlmfitError(f"config file {path} is not valid JSON: {e}") from None
+    if not isinstance(obj, dict):
+        raise UlmfitError(f"config file {path} must hold a JSON object of config fields")
+    return obj
+
+
+def scale_epochs(schedule: list[Stage], epochs: int) -> list[Stage]:
+    """`--epochs N`: N epochs in all. The unfreezing stages keep one epoch each and the last stage takes the
+    rest (with the default schedule, N=5 is the course's run and N=10 trains the unfrozen model 7 epochs)."""
+    n = len(schedule)
+    if epochs < n:
+        raise UlmfitError(f"--epochs {epochs} is fewer than the schedule's {n} stages",
+                          hint="give at least one epoch per stage, or a shorter schedule with --config")
+    out = [dataclasses.replace(s, epochs=1) for s in schedule[:-1]]
+    out.append(dataclasses.replace(schedule[-1], epochs=epochs - (n - 1)))
+    return out
+
+
+def resolve_config(preset: str = "small", *, config_file: Path | None = None, sets: list[str] | None = None,
+                   overrides: dict[str, Any] | None = None, epochs: int | None = None) -> ClassifierConfig:
+    """Preset, then the JSON file, then `--set`, then explicit options (`overrides`, e.g. --bs), then --epochs.
+
+    Unknown keys are errors; values are converted to the field's type and validated here, before any data is
+    read or any model is built.
+    """
+    if preset not in PRESETS:
+        raise UlmfitError(f"unknown preset {preset!r}", hint=f"choose one of {', '.join(PRESETS)}")
+    base = ClassifierConfig()
+    defaults = {f.name: getattr(base, f.name) for f in dataclasses.fields(ClassifierConfig)}
+    values = dict(defaults)
+    values["preset"] = preset
+    layers = [("preset", PRESETS[preset]), ("config file", load_overrides(config_file)),
+              ("--set", parse_sets(sets)), ("options", {k: v for k, v in (overrides or {}).items() if v is not None})]
+    for where, layer in layers:
+        for k, v in layer.items():
+            if k not in defaults:
+                raise UlmfitError(f"unknown classifier config key {k!r} (from {where})",
+                                  hint=f"known keys: {', '.join(sorted(defaults))}")
+            if k == "preset" and where != "preset":
+                raise UlmfitError("set the preset with --preset, not in the config")
+            values[k] = _coerce(k, v, defaults[k])
+    cfg = ClassifierConfig(**values)
+    if epochs is not None:
+        cfg.schedule = scale_epochs(cfg.schedule, epochs)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: ClassifierConfig) -> None:
+    if not cfg.schedule:
+        raise UlmfitError("the schedule has no stages")
+    for i, s in enumerate(cfg.schedule):
+        if s.epochs < 1:
+            raise UlmfitError(f"schedule stage {i + 1} has {s.epochs} epochs; each stage needs at least 1")
+        if s.freeze_to > 0:
+            raise UlmfitError(f"schedule stage {i + 1}: freeze_to must be negative (-1 = head only) or 0 "
+                              f"(everything), not {s.freeze_to}")
+        if not s.lr > 0 or not s.lr_div >= 1:
+            raise UlmfitError(f"schedule stage {i + 1}: lr must be > 0 and lr_div >= 1")
+    if len(cfg.moms) != 3:
+        raise UlmfitError("moms must be three numbers (start, middle, end), e.g. [0.8, 0.7, 0.8]")
+    for name in ("bs", "bptt", "max_len"):
+        if getattr(cfg, name) < 1:
+            raise UlmfitError(f"{name} must be at least 1, not {getattr(cfg, name)}")
+    if cfg.max_len < cfg.bptt:
+        raise UlmfitError(f"max_len ({cfg.max_len}) must be at least bptt ({cfg.bptt})")
+    if len(cfg.head_ps) != len(cfg.lin_ftrs):
+        raise UlmfitError(f"head_ps needs one dropout per lin_ftrs entry ({len(cfg.lin_ftrs)})")
+    if not 0 <= cfg.label_smoothing < 1:
+        raise UlmfitError(f"label_smoothing must be in [0, 1), not {cfg.label_smoothing}")
+    if not 0 <= cfg.drop_mult:
+        raise UlmfitError(f"drop_mult must be >= 0, not {cfg.drop_mult}")
+    if cfg.max_train is not None and cfg.max_train < 2:
+        raise UlmfitError(f"--max-train must be at least 2, not {cfg.max_train}")
+    if isinstance(cfg.class_weights, list) and any(w <= 0 for w in cfg.class_weights):
+        raise UlmfitError("class weights must be positive")
+
+
+def config_from_dict(d: dict[str, Any]) -> ClassifierConfig:
+    """Rebuild the config stored in a bundle (unknown keys from newer versions are errors, as everywhere)."""
+    d = dict(d)
+    preset = d.pop("preset", "small")
+    base = ClassifierConfig()
+    known = {f.name for f in dataclasses.fields(ClassifierConfig)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise UlmfitError(f"classifier config has unknown key(s) {', '.join(unknown)}",
+                          hint="was the model written by a newer ulmfit?")
+    values = {k: _coerce(k, v, getattr(base, k)) for k, v in d.items()}
+    return ClassifierConfig(preset=preset, **values)

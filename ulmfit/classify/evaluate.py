@@ -1,0 +1,132 @@
+"""`evaluate`: one or more classifiers (and their ensemble) on a labelled split of a corpus.
+
+Given a forward and a backward model, each is reported and so is their ensemble, the mean of their
+probabilities (ULMFiT's bidirectional result). The report is JSON-ready; `format_report` prints it as a table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ulmfit.errors import UlmfitError
+
+
+@dataclass
+class EvalReport:
+    split: str
+    source: str
+    labels: list[str]
+    models: list[dict[str, Any]]  # {"model": name, "direction": ..., **classification_report}
+    ensemble: dict[str, Any] | None = None  # the same for the mean of the models' probabilities
+    files: list[Path] = field(default_factory=list)  # what was written (JSON, PNG)
+
+    @property
+    def headline(self) -> dict[str, Any]:
+        """The result that matters: the ensemble when there is one, else the single model."""
+        return self.ensemble if self.ensemble is not None else self.models[0]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"split": self.split, "source": self.source, "labels": self.labels,
+                "documents": self.headline["documents"], "models": self.models, "ensemble": self.ensemble}
+
+
+def _name(path: Path | None) -> str:
+    if path is None:
+        return "?"
+    p = Path(path)
+    return "/".join(p.parts[-2:]) if p.name in ("model-best", "model-last") else p.name
+
+
+def evaluate(models: list[str | Path], src: str | Path, *, split: str = "test", text_col: str | None = None,
+             label_col: str | None = None, out: str | Path | None = None, bs: int | None = None,
+             device: str | None = None) -> EvalReport:
+    """Evaluate classifier bundles on `split` of SRC; with `out` (a .json path) write the report and a
+    confusion-matrix PNG next to it (`<out stem>.confusion.png`)."""
+    from ulmfit.classify.classifier import ensemble_proba, load_models
+    from ulmfit.classify.metrics import classification_report
+    from ulmfit.data import SPLITS, load_corpus
+
+    if split not in SPLITS:
+        raise UlmfitError(f"unknown split {split!r}", hint=f"use one of: {', '.join(SPLITS[:3])}")
+    if split == "unsup":
+        raise UlmfitError("the unsup split has no labels to evaluate against", hint="use --split test or valid")
+    out = Path(out) if out is not None else None
+    if out is not None and out.suffix.lower() != ".json":
+        raise UlmfitError(f"--out {out} must name a .json file", hint="e.g. --out report.json")
+    clfs = load_models(models, device=device)
+    labels = clfs[0].labels
+    # Same seed as the classifier run: a "valid" carved from train is the same one the model was selected on.
+    corpus = load_corpus(src, text_col=text_col, label_col=label_col, seed=clfs[0].config.seed)
+    part = corpus.select(split)
+    if not len(part):
+        have = ", ".join(s for s in SPLITS if s in corpus.splits)
+        raise UlmfitError(f"{corpus.name} has no {split!r} split (it has: {have})",
+                          hint=f"pass --split with one of: {have}")
+    rows = [i for i, y in enumerate(part.labels) if y is not None]
+    if not rows:
+        raise UlmfitError(f"the {split} split of {corpus.name} has no labels to evaluate against",
+                          hint="check --label-col, or evaluate on a labelled split")
+    texts = [part.texts[i] for i in rows]
+    gold = [part.labels[i] for i in rows]
+    unseen = sorted(set(gold) - set(labels))
+    if unseen:
+        raise UlmfitError(f"the {split} data has label(s) {', '.join(unseen)} that the model never saw "
+                          f"(it knows {', '.join(labels)})",
+                          hint="evaluate on data with the model's labels, or retrain with these classes")
+    y = np.array([labels.index(g) for g in gold], dtype=np.int64)
+    mean, each = ensemble_proba(clfs, texts, bs=bs, progress=True)
+    reports = []
+    for clf, p in zip(clfs, each):
+        reports.append({"model": _name(clf.path), "direction": clf.direction, **classification_report(y, p, labels)})
+    ens = None
+    if len(clfs) > 1:
+        ens = {"model": "ensemble (mean of probabilities)", "direction": "+".join(c.direction for c in clfs),
+               **classification_report(y, mean, labels)}
+    report = EvalReport(split=split, source=corpus.name, labels=labels, models=reports, ensemble=ens)
+    if out is not None:
+        _write(report, out)
+    return report
+
+
+def _write(report: EvalReport, out: Path) -> None:
+    from ulmfit._io import write_json
+    from ulmfit.classify.metrics import plot_confusion
+
+    png = out.with_name(f"{out.stem}.confusion.png")
+    head = report.headline
+    plot_confusion(np.array(head["confusion"]["matrix"]), report.labels, png,
+                   title=f"{report.split}: accuracy {head['accuracy']:.3f}")
+    d = report.to_dict()
+    d["confusion_png"] = png.name
+    write_json(out, d)
+    report.files = [out, png]
+
+
+def format_report(report: EvalReport) -> str:
+    """An aligned text table: one row per model (+ the ensemble), then per-class precision/recall and the
+    confusion matrix of the headline result."""
+    rows = report.models + ([report.ensemble] if report.ensemble else [])
+    name_w = max(12, *(len(r["model"]) for r in rows))
+    lines = [f"{report.source} / {report.split}: {report.headline['documents']:,} documents, "
+             f"{len(report.labels)} labels",
+             f"{'model':<{name_w}}  {'direction':<16} {'accuracy':>9} {'error':>7} {'macro-F1':>9}"]
+    for r in rows:
+        lines.append(f"{r['model']:<{name_w}}  {r['direction']:<16} {r['accuracy']:>9.4f} {r['error_rate']:>7.4f} "
+                     f"{r['macro_f1']:>9.4f}")
+    head = report.headline
+    lab_w = max(8, *(len(lab) for lab in report.labels))
+    lines += ["", f"{'label':<{lab_w}} {'precision':>9} {'recall':>7} {'f1':>7} {'support':>8}"]
+    for lab in report.labels:
+        c = head["per_class"][lab]
+        lines.append(f"{lab:<{lab_w}} {c['precision']:>9.4f} {c['recall']:>7.4f} {c['f1']:>7.4f} {c['support']:>8,}")
+    cm = head["confusion"]["matrix"]
+    cell = max(6, lab_w, *(len(f"{v:,}") for row in cm for v in row))
+    lines += ["", "confusion (rows: actual, columns: predicted)",
+              " " * (lab_w + 1) + " ".join(f"{lab:>{cell}}" for lab in report.labels)]
+    for lab, row in zip(report.labels, cm):
+        lines.append(f"{lab:<{lab_w}} " + " ".join(f"{v:>{cell},}" for v in row))
+    return "\n".join(lines)

@@ -1,0 +1,260 @@
+"""`predict_file`: label a file of texts with one or more classifiers, streaming, rows in input order.
+
+Input (format from the extension, or `in_fmt`): CSV / TSV (header row), JSONL (one object per line) or plain
+text (one document per line); "-" reads stdin (plain lines unless `in_fmt` says otherwise). Tables need
+`text_col`, or a column named text / review / sentence.
+
+Output (format from the extension, or `out_fmt`): CSV with `label` and one `prob_<label>` column per class, or
+JSONL with {"label", "probs": {label: p}} (what `Classifier.predict` returns). "-" writes JSONL to stdout.
+
+The input is read in chunks (`chunk_size` rows); each chunk is tokenized, sorted by length and batched inside
+the model call, and its results written back in the chunk's original order, so a file of any size streams
+through in bounded memory. A file output appears only when complete (temporary file + rename).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from ulmfit.errors import UlmfitError
+
+IN_FORMATS = ("csv", "tsv", "jsonl", "lines")
+OUT_FORMATS = ("csv", "jsonl")
+TEXT_COLS = ("text", "review", "sentence")  # the same defaults as ulmfit.data's table readers
+_IN_SUFFIX = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
+              ".txt": "lines", ".text": "lines"}
+_OUT_SUFFIX = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
+
+
+@dataclass
+class PredictResult:
+    rows: int
+    output: str  # the output path, or "-"
+    seconds: float
+    labels: list[str]
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows / self.seconds if self.seconds > 0 else float("inf")
+
+
+def input_format(path: str, fmt: str | None) -> str:
+    if fmt is not None:
+        if fmt not in IN_FORMATS:
+            raise UlmfitError(f"unknown input format {fmt!r}", hint=f"use one of: {', '.join(IN_FORMATS)}")
+        return fmt
+    if path == "-":
+        return "lines"
+    suffix = Path(path).suffix.lower()
+    if suffix in _IN_SUFFIX:
+        return _IN_SUFFIX[suffix]
+    if not suffix:
+        return "lines"
+    raise UlmfitError(f"cannot tell the format of {Path(path).name} from its extension",
+                      hint=f"name it .csv/.tsv/.jsonl/.txt or pass --input-format ({', '.join(IN_FORMATS)})")
+
+
+def output_format(path: str, fmt: str | None) -> str:
+    if fmt is not None:
+        if fmt not in OUT_FORMATS:
+            raise UlmfitError(f"unknown output format {fmt!r}", hint=f"use one of: {', '.join(OUT_FORMATS)}")
+        return fmt
+    if path == "-":
+        return "jsonl"
+    suffix = Path(path).suffix.lower()
+    if suffix in _OUT_SUFFIX:
+        return _OUT_SUFFIX[suffix]
+    raise UlmfitError(f"cannot tell the output format of {Path(path).name} from its extension",
+                      hint="name it .csv or .jsonl, or pass --output-format csv|jsonl")
+
+
+def _find_col(header: list[str], wanted: str) -> str | None:
+    if wanted in header:
+        return wanted
+    return {h.lower(): h for h in header}.get(wanted.lower())
+
+
+def _text_columns(header: list[str], text_col: str | None, name: str) -> list[str]:
+    available = ", ".join(header) or "none"
+    if text_col:
+        cols = []
+        for c in (c.strip() for c in text_col.split(",")):
+            found = _find_col(header, c)
+            if found is None:
+                raise UlmfitError(f"unknown text column {c!r} in {name} (available: {available})",
+                                  hint="pass --text-col with one of the available columns")
+            cols.append(found)
+        return cols
+    found = next((f for f in (_find_col(header, c) for c in TEXT_COLS) if f), None)
+    if found is None:
+        raise UlmfitError(f"no text column in {name}: none of {', '.join(TEXT_COLS)} (available: {available})",
+                          hint="pass --text-col NAME")
+    return [found]
+
+
+def _cell(v: Any) -> str:
+    if v is None or (isinstance(v, float) and v != v):
+        return ""
+    return v if isinstance(v, str) else str(v)
+
+
+def iter_texts(f: IO[str], fmt: str, *, text_col: str | None, name: str) -> Iterator[str]:
+    """The texts of an open text stream, one per input row, in order (nothing read ahead beyond a line)."""
+    if fmt == "lines":
+        for line in f:
+            yield line.rstrip("\r\n")
+        return
+    if fmt in ("csv", "tsv"):
+        csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+        reader = csv.reader(f, delimiter="," if fmt == "csv" else "\t")
+        try:
+            header = next(reader, None)
+            if not header:
+                return
+            header = [h.strip().lstrip("\ufeff") for h in header]
+            idx = [header.index(c) for c in _text_columns(header, text_col, name)]
+            for row in reader:
+                if not row:
+                    continue
+                yield "\n\n".join(row[i] if i < len(row) else "" for i in idx)
+        except csv.Error as e:
+            raise UlmfitError(f"cannot parse {name} as {fmt.upper()}: {e}", hint="check the quoting") from None
+        return
+    if fmt == "jsonl":
+        cols: list[str] | None = None
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise UlmfitError(f"{name} line {n} is not valid JSON: {e.msg}",
+                                  hint="JSONL needs one JSON object per line") from None
+            if not isinstance(rec, dict):
+                raise UlmfitError(f"{name} line {n} is not a JSON object", hint="JSONL needs one object per line")
+            if cols is None:
+                cols = _text_columns(list(rec), text_col, name)
+            missing = [c for c in cols if c not in rec]
+            if missing:
+                raise UlmfitError(f"{name} line {n} has no {missing[0]!r} field", hint="every line needs the text")
+            yield "\n\n".join(_cell(rec[c]) for c in cols)
+        return
+    raise UlmfitError(f"unknown input format {fmt!r}", hint=f"use one of: {', '.join(IN_FORMATS)}")
+
+
+def chunks(it: Iterator[str], size: int) -> Iterator[list[str]]:
+    buf: list[str] = []
+    for t in it:
+        buf.append(t)
+        if len(buf) >= size:
+            yield buf
+            buf = []
+    if buf:
+        yield buf
+
+
+class _Writer:
+    """Formats prediction rows as CSV or JSONL."""
+
+    def __init__(self, f: IO[str], fmt: str, labels: list[str]) -> None:
+        self.f, self.fmt, self.labels = f, fmt, labels
+        if fmt == "csv":
+            self.csv = csv.writer(f, lineterminator="\n")
+            self.csv.writerow(["label"] + [f"prob_{lab}" for lab in labels])
+
+    def write(self, probs: np.ndarray) -> None:
+        best = probs.argmax(axis=1)
+        if self.fmt == "csv":
+            self.csv.writerows([self.labels[int(b)], *(f"{p:.6g}" for p in row)] for b, row in zip(best, probs))
+        else:
+            buf = io.StringIO()
+            for b, row in zip(best, probs):
+                rec = {"label": self.labels[int(b)], "probs": {lab: round(float(p), 6) for lab, p in zip(self.labels, row)}}
+                buf.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            self.f.write(buf.getvalue())
+
+
+@contextlib.contextmanager
+def _open_output(path: str) -> Iterator[IO[str]]:
+    """stdout for "-"; else a temporary file next to `path`, renamed onto it only when everything is written."""
+    if path == "-":
+        yield sys.stdout
+        sys.stdout.flush()
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise UlmfitError(f"--output {path} is a directory", hint="name an output file, e.g. predictions.csv")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            yield f
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def _open_input(path: str) -> Iterator[IO[str]]:
+    if path == "-":
+        yield sys.stdin
+        return
+    p = Path(path)
+    if not p.is_file():
+        raise UlmfitError(f"no such input file: {path}", hint="check the path, or pass --input - for stdin")
+    with open(p, encoding="utf-8-sig", errors="replace", newline="") as f:
+        yield f
+
+
+def predict_file(models: list[str | Path], input: str | Path, output: str | Path, *, text_col: str | None = None,
+                 in_fmt: str | None = None, out_fmt: str | None = None, chunk_size: int = 10_000,
+                 bs: int | None = None, device: str | None = None, quantize: bool = False) -> PredictResult:
+    """Predict a label and per-class probabilities for every row of `input`, written to `output` in input
+    order. Several models are ensembled (mean of probabilities); they must share their label set."""
+    from ulmfit._io import progress
+    from ulmfit.classify.classifier import ensemble_proba, load_models
+
+    input, output = str(input), str(output)
+    fin, fout = input_format(input, in_fmt), output_format(output, out_fmt)
+    if chunk_size < 1:
+        raise UlmfitError(f"chunk size must be at least 1, not {chunk_size}")
+    name = "stdin" if input == "-" else Path(input).name
+    if input != "-" and not Path(input).is_file():
+        raise UlmfitError(f"no such input file: {input}", hint="check the path, or pass --input - for stdin")
+    clfs = load_models(list(models), device=device, quantize=quantize)
+    labels = clfs[0].labels
+    t0 = time.time()
+    rows = 0
+    with _open_input(input) as f:
+        texts = chunks(iter_texts(f, fin, text_col=text_col, name=name), chunk_size)
+        first = next(texts, None)
+        if first is None:
+            raise UlmfitError(f"{name} has no texts to classify", hint="check the file, or --input-format")
+        with _open_output(output) as out:
+            writer = _Writer(out, fout, labels)
+            bar = progress(_chain(first, texts), desc=f"predict ({chunk_size:,} rows a chunk)", unit="chunk")
+            for chunk in bar:
+                probs, _ = ensemble_proba(clfs, chunk, bs=bs)
+                writer.write(probs)
+                rows += len(chunk)
+    return PredictResult(rows=rows, output=output, seconds=time.time() - t0, labels=labels)
+
+
+def _chain(first: list[str], rest: Iterator[list[str]]) -> Iterator[list[str]]:
+    yield first
+    yield from rest

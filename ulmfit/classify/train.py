@@ -1,0 +1,380 @@
+"""`train_classifier`: ULMFiT step 3, a classifier on a fine-tuned LM encoder with gradual unfreezing.
+
+The recipe, top to bottom:
+    setup    resolve the LM bundle (or --from-scratch), read the labelled corpus, numericalize it with the
+             LM's own tokenizer and vocab (never a new vocab: the encoder's embedding rows are that vocab)
+    model    fastai's get_text_classifier(AWD_LSTM) with the LM's sizes; the LM's encoder weights loaded in
+    train    one fastai `fit_one_cycle` per schedule stage (freeze_to / unfreeze + discriminative lrs),
+             valid loss / accuracy / macro-F1 after every epoch, the best epoch's weights kept
+    save     OUT/model-best and OUT/model-last, complete classifier bundles, written atomically together
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ulmfit.classify.config import ClassifierConfig
+from ulmfit.errors import UlmfitError
+
+
+def _print(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+@dataclass
+class TrainResult:
+    out: Path  # the run directory
+    best: Path  # OUT/model-best
+    last: Path  # OUT/model-last
+    labels: list[str]
+    metrics: list[dict[str, Any]]  # one dict per epoch
+    best_epoch: int
+    valid: dict[str, Any]  # classification_report of model-best on the valid split
+    config: ClassifierConfig
+    seconds: float
+    interrupted: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def accuracy(self) -> float:
+        return float(self.valid["accuracy"])
+
+
+def resolve_device(device: str | None):
+    """None: a GPU if there is one, else the CPU."""
+    import torch
+
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise UlmfitError(f"unknown device {device!r}", hint="use cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UlmfitError(f"--device {device}: no CUDA GPU is available", hint="use --device cpu")
+    return dev
+
+
+def class_weight_vector(cfg: ClassifierConfig, labels: list[str], train_labels: list[str]) -> list[float] | None:
+    """Cross-entropy class weights: none, "balanced" (n / (k * count_c), as scikit-learn), or the user's list."""
+    if cfg.class_weights == "none":
+        return None
+    if cfg.class_weights == "balanced":
+        counts = Counter(train_labels)
+        n, k = len(train_labels), len(labels)
+        return [n / (k * counts[lab]) if counts[lab] else 0.0 for lab in labels]
+    w = list(cfg.class_weights)
+    if len(w) != len(labels):
+        raise UlmfitError(f"class_weights has {len(w)} values but the data has {len(labels)} labels "
+                          f"({', '.join(labels)})", hint="give one weight per label, in that (sorted) order")
+    return w
+
+
+def _labelled(corpus, split: str):
+    """Rows of `split` that have a label (a partly labelled training set trains on the labelled part)."""
+    from ulmfit.data import Corpus
+
+    idx = [i for i, (s, y) in enumerate(zip(corpus.splits, corpus.labels)) if s == split and y is not None]
+    return Corpus([corpus.texts[i] for i in idx], [corpus.labels[i] for i in idx], [split] * len(idx), corpus.name)
+
+
+def prepare_corpus(src: str | Path, cfg: ClassifierConfig, *, text_col: str | None, label_col: str | None):
+    """The labelled train + valid rows of SRC (valid carved from train when SRC has none), their label names,
+    and the stratified --max-train subsample."""
+    from ulmfit.data import Corpus, load_corpus, require_labels, subsample
+
+    corpus = load_corpus(src, text_col=text_col, label_col=label_col, seed=cfg.seed)
+    train, valid = _labelled(corpus, "train"), _labelled(corpus, "valid")
+    if not len(train):
+        raise UlmfitError(f"{corpus.name} has no labelled training documents",
+                          hint="a classifier needs a 'train' split with labels (check --label-col)")
+    labels = require_labels(train, min_classes=2)
+    if cfg.max_train is not None:
+        train = subsample(train, "train", cfg.max_train, seed=cfg.seed, stratified=True)
+        labels_kept = train.label_names()
+        if len(labels_kept) < len(labels):
+            raise UlmfitError(f"--max-train {cfg.max_train} keeps only {len(labels_kept)} of {len(labels)} classes",
+                              hint=f"use at least {len(labels)} training documents")
+    if not len(valid):
+        raise UlmfitError(f"{corpus.name} has no labelled validation documents",
+                          hint="add a 'valid' split, or enough training rows to carve 10% from")
+    unseen = sorted(set(valid.label_names()) - set(labels))
+    if unseen:
+        raise UlmfitError(f"the validation split has label(s) {', '.join(unseen)} that no training document has",
+                          hint="every class needs training examples")
+    both = Corpus(train.texts + valid.texts, train.labels + valid.labels, train.splits + valid.splits, corpus.name)
+    return both, labels
+
+
+def _make_learner(dls, model, cfg: ClassifierConfig, labels: list[str], weights: list[float] | None):
+    from fastai.losses import CrossEntropyLossFlat
+    from fastai.metrics import AccumMetric, accuracy
+    from fastai.text.learner import TextLearner
+    from fastai.text.models.awdlstm import awd_lstm_clas_split
+    from fastcore.basics import noop
+
+    from ulmfit.classify.metrics import macro_f1
+
+    import torch
+
+    weight = None if weights is None else torch.tensor(weights, dtype=torch.float32, device=dls.device)
+    loss = CrossEntropyLossFlat(weight=weight, label_smoothing=cfg.label_smoothing)
+    f1 = AccumMetric(macro_f1, dim_argmax=-1, to_np=True, invert_arg=True, n_class=len(labels), name="macro_f1")
+    learn = TextLearner(dls, model, loss_func=loss, metrics=[accuracy, f1], splitter=awd_lstm_clas_split,
+                        alpha=cfg.alpha, beta=cfg.beta, moms=tuple(cfg.moms), wd=cfg.wd)
+    from fastai.callback.progress import ProgressCallback
+
+    learn.remove_cbs(ProgressCallback)  # our own bars and one line per epoch instead of fastprogress' tables
+    learn.logger = noop
+    return learn
+
+
+def _epoch_callback(stage_of: Callable[[], int], on_epoch: Callable[[dict], None]):
+    from fastai.callback.core import Callback
+
+    from ulmfit._io import progress
+
+    class EpochLog(Callback):
+        """Batch progress bars, and one metrics dict per epoch handed to `on_epoch`."""
+
+        order = 60  # after Recorder (50), so this epoch's values are in recorder.log
+
+        def before_epoch(self):
+            self._t0 = time.time()
+
+        def before_train(self):
+            self._bar = progress(range(len(self.dl)), desc=f"stage {stage_of()} epoch {self.epoch + 1} train",
+                                 unit="batch")
+
+        def before_validate(self):
+            self._bar = progress(range(len(self.dl)), desc="  validate", unit="batch")
+
+        def after_batch(self):
+            next(self._bar, None)
+
+        def after_train(self):
+            for _ in self._bar:  # drain (closes the bar)
+                pass
+
+        after_validate = after_train
+
+        def after_epoch(self):
+            names = list(self.recorder.metric_names[1:-1])  # epoch ... time
+            values = dict(zip(names, self.recorder.log[1:len(names) + 1]))
+            on_epoch({"stage": stage_of(), "train_loss": float(values["train_loss"]),
+                      "valid_loss": float(values["valid_loss"]), "accuracy": float(values["accuracy"]),
+                      "macro_f1": float(values["macro_f1"]), "seconds": round(time.time() - self._t0, 2)})
+
+    return EpochLog()
+
+
+def _lm_arch_for_scratch(preset: str) -> dict[str, Any]:
+    from ulmfit.lm.config import resolve_config as lm_config
+
+    return lm_config(preset).arch()
+
+
+def _scratch_tokenizer_spec(preset: str):
+    from ulmfit.lm.config import resolve_config as lm_config
+    from ulmfit.tokenize import TokenizerSpec
+
+    return TokenizerSpec(**lm_config(preset).tokenizer_spec())
+
+
+def train_classifier(src: str | Path, *, lm: str | Path | None, out: str | Path, config: ClassifierConfig,
+                     text_col: str | None = None, label_col: str | None = None, device: str | None = None,
+                     log: Callable[[str], None] = _print) -> TrainResult:
+    """Train a classifier on SRC with the encoder, tokenizer and vocab of the LM bundle `lm`; write OUT."""
+    import torch
+    from fastai.torch_core import set_seed
+
+    from ulmfit._io import atomic_dir
+    from ulmfit.bundle import check_direction, direction_name, read_bundle
+    from ulmfit.classify.model import build_model, load_encoder, snapshot
+    from ulmfit.loaders import clas_dataloaders
+    from ulmfit.store import build_store
+
+    cfg = config
+    t0 = time.time()
+    out = Path(out)
+    # ---- setup: the LM, then the data ------------------------------------------------------------------
+    if cfg.from_scratch:
+        if lm is not None:
+            raise UlmfitError("--from-scratch trains without a language model, but --lm was given",
+                              hint="drop one of --lm and --from-scratch")
+        bundle = None
+        arch = _lm_arch_for_scratch(cfg.preset)
+    else:
+        if lm is None:
+            raise UlmfitError("no language model given", hint="pass --lm LM_BUNDLE (the output of `ulmfit "
+                              "lm-finetune` or `pretrain`), or --from-scratch for the baseline without one")
+        bundle = read_bundle(lm, stage="lm")
+        check_direction(bundle, cfg.backwards)
+        arch = bundle.arch
+    dev = resolve_device(device)
+    corpus, labels = prepare_corpus(src, cfg, text_col=text_col, label_col=label_col)
+    train_labels = [y for y, s in zip(corpus.labels, corpus.splits) if s == "train"]
+    weights = class_weight_vector(cfg, labels, train_labels)
+    if bundle is not None:
+        store = build_store(corpus, tokenizer=bundle.tokenizer, vocab=bundle.vocab)
+    else:
+        store = build_store(corpus, spec=_scratch_tokenizer_spec(cfg.preset))
+    _check_store(store, bundle)
+    tokenizer, vocab = store.tokenizer, store.vocab
+    counts = {s: dict(sorted(Counter(y for y, sp in zip(corpus.labels, corpus.splits) if sp == s).items()))
+              for s in ("train", "valid")}
+    log(f"data: {corpus.name}: {sum(counts['train'].values()):,} train / {sum(counts['valid'].values()):,} valid "
+        f"documents, {len(labels)} labels ({', '.join(labels)}), vocab {len(vocab.itos):,}")
+    if weights is not None:
+        log("class weights: " + ", ".join(f"{lab} {w:.3g}" for lab, w in zip(labels, weights)))
+    log(("encoder: random init (--from-scratch)" if bundle is None else f"encoder: {bundle.path}")
+        + f"; AWD-LSTM {arch['emb_sz']}/{arch['n_hid']}/{arch['n_layers']} ({direction_name(cfg.backwards)})")
+    log(cfg.describe_schedule())
+
+    # ---- model -----------------------------------------------------------------------------------------
+    set_seed(cfg.seed, reproducible=True)
+    dls = clas_dataloaders(store, labels, bs=cfg.bs, backwards=cfg.backwards, seed=cfg.seed, device=dev)
+    model = build_model(len(vocab.itos), len(labels), arch, cfg, pad_idx=vocab.pad_id)
+    if bundle is not None:
+        load_encoder(model, bundle.load_state("encoder"))
+    learn = _make_learner(dls, model, cfg, labels, weights)
+
+    # ---- train: one one-cycle fit per stage, best epoch kept in memory -----------------------------------
+    history: list[dict[str, Any]] = []
+    best: dict[str, Any] = {"score": None, "state": None, "epoch": 0}
+    current = {"stage": 0}
+
+    def on_epoch(m: dict) -> None:
+        m = {"epoch": len(history) + 1, **m}
+        history.append(m)
+        score = (m["accuracy"], -m["valid_loss"])
+        mark = ""
+        if best["score"] is None or score > best["score"]:
+            best.update(score=score, epoch=m["epoch"], state=snapshot(learn.model))
+            mark = "  *best"
+        log(f"epoch {m['epoch']:>2} (stage {m['stage']})  train_loss {m['train_loss']:.4f}  valid_loss "
+            f"{m['valid_loss']:.4f}  accuracy {m['accuracy']:.4f}  macro_f1 {m['macro_f1']:.4f}  "
+            f"{m['seconds']:.1f}s{mark}")
+
+    learn.add_cb(_epoch_callback(lambda: current["stage"], on_epoch))
+    interrupted = False
+    try:
+        for i, st in enumerate(cfg.schedule, 1):
+            current["stage"] = i
+            if st.freeze_to == 0:
+                learn.unfreeze()
+            else:
+                learn.freeze_to(st.freeze_to)
+            lr = st.lr if st.lr_div == 1 else slice(st.lr / st.lr_div, st.lr)
+            learn.fit_one_cycle(st.epochs, lr, moms=tuple(cfg.moms), wd=cfg.wd)
+    except KeyboardInterrupt:
+        if not history:
+            raise
+        interrupted = True  # keep what finished epochs learned, as spaCy does, then re-raise below
+        log(f"interrupted after {len(history)} epoch(s): saving model-last and model-best")
+
+    # ---- save: both bundles, atomically together ----------------------------------------------------------
+    last_state = snapshot(learn.model)
+    valid_docs = store.docs("valid")
+    valid_y = np.array([labels.index(y) for y in store.labels("valid")], dtype=np.int64)
+    common_config = {
+        "stage": "classifier", "direction": direction_name(cfg.backwards), "preset": cfg.preset,
+        "seed": cfg.seed, "arch": classifier_arch(arch, len(vocab.itos), cfg), "n_class": len(labels),
+        "tokenizer": _spec_dict(tokenizer), "schedule": [vars(s) for s in cfg.schedule],
+        "classifier": cfg.to_dict(),
+    }
+    reports = {}
+    for name, state in (("model-best", best["state"]), ("model-last", last_state)):
+        reports[name] = _valid_report(model, state, valid_docs, valid_y, labels, cfg, vocab, dev)
+    data_meta = {"source": corpus.name, "fingerprint": corpus.fingerprint, "documents": counts}
+    lm_meta = None if bundle is None else {"path": _portable(bundle.path), "data": bundle.meta.get("data")}
+    with atomic_dir(out) as tmp:
+        for name, state in (("model-best", best["state"]), ("model-last", last_state)):
+            rep = reports[name]
+            meta = {"stage": "classifier", "labels": labels, "direction": direction_name(cfg.backwards),
+                    "metrics": history, "best_epoch": best["epoch"],
+                    "epoch": best["epoch"] if name == "model-best" else len(history),
+                    "valid": rep, "data": data_meta, "lm": lm_meta, "from_scratch": cfg.from_scratch,
+                    "interrupted": interrupted, "seconds": round(time.time() - t0, 1)}
+            _write(tmp / name, common_config, meta, vocab, tokenizer, state, rep, labels)
+    seconds = time.time() - t0
+    result = TrainResult(out=out, best=out / "model-best", last=out / "model-last", labels=labels,
+                         metrics=history, best_epoch=best["epoch"], valid=reports["model-best"], config=cfg,
+                         seconds=seconds, interrupted=interrupted)
+    log(f"model-best (epoch {best['epoch']}): valid accuracy {result.accuracy:.4f}, macro-F1 "
+        f"{result.valid['macro_f1']:.4f}; saved to {out}/model-best and {out}/model-last ({seconds:.0f}s)")
+    if interrupted:
+        raise KeyboardInterrupt
+    return result
+
+
+def classifier_arch(lm_arch: dict[str, Any], vocab_size: int, cfg: ClassifierConfig) -> dict[str, Any]:
+    """config.json["arch"] of a classifier: the LM's sizes, the classifier's (unscaled) dropouts, drop_mult."""
+    from fastai.text.models.awdlstm import awd_lstm_clas_config
+
+    arch = {"name": "awd_lstm", "vocab_size": vocab_size}
+    arch.update({k: lm_arch[k] for k in ("emb_sz", "n_hid", "n_layers") if k in lm_arch})
+    arch.update(pad_token=lm_arch.get("pad_token", 1), bidir=lm_arch.get("bidir", False))
+    arch.update({k: v for k, v in awd_lstm_clas_config.items() if k.endswith("_p")})
+    arch["drop_mult"] = cfg.drop_mult
+    return arch
+
+
+def _spec_dict(tokenizer) -> dict[str, Any]:
+    from dataclasses import asdict, is_dataclass
+
+    spec = tokenizer.spec
+    return asdict(spec) if is_dataclass(spec) else dict(spec)
+
+
+def _portable(path: Path) -> str:
+    """A path for meta.json: never absolute (artifacts move between machines)."""
+    p = Path(path)
+    parts = p.parts[-2:] if p.name in ("model-best", "model-last") else p.parts[-1:]
+    return "/".join(parts)
+
+
+def _check_store(store, bundle) -> None:
+    """The store must hold ids of the LM's vocab: a classifier on other ids would read the wrong embeddings."""
+    if bundle is None:
+        return
+    try:
+        from ulmfit.tokenize import check_compatible  # the tokenize engineer's mismatch check
+    except ImportError:
+        check_compatible = None
+    if check_compatible is not None:
+        check_compatible(store, bundle)
+        return
+    if store.vocab.itos != bundle.vocab.itos:
+        raise UlmfitError("the token store was numericalized with another vocabulary than the LM's",
+                          hint="rebuild the store with the LM bundle's tokenizer and vocab")
+
+
+def _valid_report(model, state, docs, y, labels, cfg, vocab, dev) -> dict[str, Any]:
+    """Metrics of `state` on the valid split with the same batch-independent inference `predict` uses."""
+    from ulmfit.classify.metrics import classification_report
+    from ulmfit.classify.model import predict_ids
+
+    model.load_state_dict(state)
+    model.eval()
+    probs = predict_ids(model, docs, bs=max(cfg.bs, 32), pad_idx=vocab.pad_id, bptt=cfg.bptt,
+                        backwards=cfg.backwards, bos_idx=vocab.bos_id, device=dev)
+    return classification_report(y, probs, labels)
+
+
+def _write(path: Path, config: dict, meta: dict, vocab, tokenizer, state, report: dict, labels: list[str]) -> None:
+    from ulmfit.bundle import write_bundle
+    from ulmfit.classify.metrics import plot_confusion
+
+    cm = np.array(report["confusion"]["matrix"])
+    title = f"valid confusion (accuracy {report['accuracy']:.3f})"
+    write_bundle(path, config=config, meta=meta, vocab=vocab, tokenizer=tokenizer, weights={"model": state},
+                 figures={"confusion-matrix.png": lambda p: plot_confusion(cm, labels, p, title=title)})
