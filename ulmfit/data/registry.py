@@ -1,0 +1,255 @@
+"""Registered datasets: fetched once into the data cache, verified, extracted safely.
+
+`get_dataset(name)` looks in this order and stops at the first hit:
+
+1. the cache: ``$ULMFIT_DATA/<name>/`` (default ``./data/<name>/``) holding the completed-marker file
+   ``.ulmfit-complete``. The marker is written before the extracted folder is renamed into place, so a
+   half-extracted folder never counts;
+2. a local mirror: ``$ULMFIT_MIRROR/<archive file name>`` (the file name of the canonical URL, e.g.
+   ``aclImdb_v1.tar.gz``), then an archive placed by hand at ``$ULMFIT_DATA/<archive file name>``; it is
+   verified and extracted straight from there, with no network;
+3. a download of the canonical URL (urllib, progress bar on stderr) into a temporary file, verified, then
+   extracted into a temporary folder that is renamed into place.
+
+Archives are verified against a list of accepted digests (``"sha256:<hex>"`` or ``"md5:<hex>"``): several
+copies of a dataset circulate (our mirror's aclImdb_v1.tar.gz lacks the ``*Bow.feat`` files, so its digest
+differs from the official archive's). After extraction the expected folders must exist. Tar members with
+absolute paths, ``..`` components, links that point outside the target or device files are refused. An
+interrupted transfer or a digest mismatch leaves nothing behind.
+
+`DATASETS` is a plain dict of `Dataset` entries: tests (and users with an internal HTTP server) replace or
+add entries, e.g. ``monkeypatch.setitem(DATASETS, "imdb", replace(DATASETS["imdb"], url=...))``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import http.client
+import json
+import os
+import sys
+import tarfile
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from ulmfit._io import atomic_dir, progress
+from ulmfit.errors import UlmfitError
+
+MARKER = ".ulmfit-complete"
+_CHUNK = 1 << 20  # download and hash in 1 MiB blocks
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    url: str  # canonical URL; its last component is the archive's file name in mirrors
+    checksums: tuple[str, ...]  # accepted digests, "sha256:<hex>" or "md5:<hex>"; any one matching is enough
+    root: str  # folder inside the archive that get_dataset returns
+    expect: tuple[str, ...]  # paths under `root` that must exist after extraction
+    description: str
+
+    @property
+    def filename(self) -> str:
+        return self.url.rsplit("/", 1)[-1]
+
+
+DATASETS: dict[str, Dataset] = {
+    "imdb": Dataset(
+        name="imdb",
+        url="https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz",
+        checksums=(
+            # The local mirror's copy (no *Bow.feat files).
+            "sha256:de33cba47b8137e95a8bedd3ad3ceb7cae3758f513c93832cd99168cb2a165e3",
+            # The official archive (84,125,825 bytes), as published by torchtext and paddle.
+            "md5:7c2ac02c03563afcf9b574c7e56c153a",
+        ),
+        root="aclImdb",
+        expect=("train/pos", "train/neg", "train/unsup", "test/pos", "test/neg"),
+        description="IMDb movie reviews (aclImdb v1): 25,000 train / 25,000 test (pos, neg) / 50,000 unsup",
+    ),
+    "imdb-sample": Dataset(
+        name="imdb-sample",
+        url="https://s3.amazonaws.com/fast-ai-sample/imdb_sample.tgz",
+        checksums=("sha256:c0ca9a5f12d626c0da0d264f9465c338a4570c8fe5f4eb0a731842cf747a0ce6",),
+        root="imdb_sample",
+        expect=("texts.csv",),
+        description="fastai's IMDB_SAMPLE: 1,000 reviews in texts.csv (label, text, is_valid)",
+    ),
+}
+
+
+def data_dir() -> Path:
+    """The dataset cache: $ULMFIT_DATA, default ./data."""
+    return Path(os.environ.get("ULMFIT_DATA") or "data")
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _lookup(name: str) -> Dataset:
+    ds = DATASETS.get(name)
+    if ds is None:
+        raise UlmfitError(f"unknown dataset {name!r} (registered: {', '.join(sorted(DATASETS))})",
+                          hint="use a registered name, or give a path to a file or folder")
+    return ds
+
+
+def cached_path(name: str) -> Path | None:
+    """The extracted dataset if it is complete in the cache, else None (never downloads)."""
+    ds = _lookup(name)
+    home = data_dir() / ds.name
+    return home / ds.root if (home / MARKER).is_file() and (home / ds.root).exists() else None
+
+
+def get_dataset(name: str) -> Path:
+    """Local path of the extracted dataset: from the cache, a mirror or the network (see module docstring)."""
+    ds = _lookup(name)
+    hit = cached_path(name)
+    if hit is not None:
+        return hit
+    home = data_dir() / ds.name
+    for archive in _local_archives(ds):
+        if archive.is_file():
+            _log(f"{ds.name}: using {archive}")
+            _verify(archive, ds, origin=str(archive))
+            _extract(archive, ds, home)
+            return home / ds.root
+    with _download(ds) as archive:
+        _extract(archive, ds, home)
+    return home / ds.root
+
+
+def _local_archives(ds: Dataset) -> list[Path]:
+    mirror = os.environ.get("ULMFIT_MIRROR")
+    found = [Path(mirror) / ds.filename] if mirror else []
+    return found + [data_dir() / ds.filename]
+
+
+# ---------------------------------------------------------------------------------------------- verify
+
+def _digests(path: Path) -> dict[str, str]:
+    hashes = {"sha256": hashlib.sha256(), "md5": hashlib.md5(usedforsecurity=False)}
+    with open(path, "rb") as f:
+        while block := f.read(_CHUNK):
+            for h in hashes.values():
+                h.update(block)
+    return {k: h.hexdigest() for k, h in hashes.items()}
+
+
+def _verify(path: Path, ds: Dataset, origin: str) -> None:
+    got = _digests(path)
+    for accepted in ds.checksums:
+        algo, _, hexdigest = accepted.partition(":")
+        if got.get(algo) == hexdigest.lower():
+            return
+    raise UlmfitError(f"checksum mismatch for {ds.filename} from {origin}: sha256 {got['sha256']} is not an "
+                      "accepted copy", hint="the file is damaged or not the expected archive; delete it and get "
+                      "it again")
+
+
+# ---------------------------------------------------------------------------------------------- download
+
+def _read_blocks(response) -> Iterator[bytes]:
+    # Whole 1 MiB blocks (the last one shorter), so the progress bar counts MiB.
+    while True:
+        block = response.read(_CHUNK)
+        if not block:
+            return
+        while len(block) < _CHUNK:
+            more = response.read(_CHUNK - len(block))
+            if not more:
+                break
+            block += more
+        yield block
+
+
+@contextlib.contextmanager
+def _download(ds: Dataset) -> Iterator[Path]:
+    """Download into a temporary file in the cache, verify it, yield it; it is deleted on exit either way."""
+    cache = data_dir()
+    cache.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{ds.filename}.download-", dir=cache)
+    tmp = Path(tmp_name)
+    hint = (f"set ULMFIT_MIRROR to a folder holding {ds.filename}, or download {ds.url} by hand and place it "
+            f"at {cache / ds.filename}")
+    try:
+        try:
+            with os.fdopen(fd, "wb") as f, urllib.request.urlopen(ds.url, timeout=60) as response:
+                total = int(response.headers.get("Content-Length") or 0) or None
+                got = 0
+                blocks = progress(_read_blocks(response), total=-(-total // _CHUNK) if total else None,
+                                  desc=f"download {ds.filename}", unit="MiB")
+                for block in blocks:
+                    f.write(block)
+                    got += len(block)
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
+            reason = getattr(e, "reason", None) or e
+            raise UlmfitError(f"cannot download {ds.name} from {ds.url}: {reason}", hint=hint) from None
+        if total is not None and got != total:
+            raise UlmfitError(f"download of {ds.name} was interrupted: got {got:,} of {total:,} bytes", hint=hint)
+        _verify(tmp, ds, origin=ds.url)
+        yield tmp
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+# ---------------------------------------------------------------------------------------------- extract
+
+def _check_member(m: tarfile.TarInfo, archive: str) -> None:
+    path = PurePosixPath(m.name)
+    bad = None
+    if m.name.startswith(("/", "\\")) or (len(m.name) > 1 and m.name[1] == ":"):
+        bad = "an absolute path"
+    elif ".." in path.parts:
+        bad = "a '..' component"
+    elif m.issym() or m.islnk():
+        target = PurePosixPath(m.linkname)
+        # A symlink is relative to its folder; a hard link names another member from the archive root.
+        resolved = (path.parent / target) if m.issym() else target
+        depth = 0
+        for part in resolved.parts:
+            depth += -1 if part == ".." else (0 if part == "." else 1)
+            if depth < 0:
+                break
+        if target.is_absolute() or depth < 0:
+            bad = f"a link pointing outside the archive ({m.linkname})"
+    elif m.isdev():
+        bad = "a device file"
+    if bad:
+        raise UlmfitError(f"refusing to extract {archive}: member {m.name!r} has {bad}",
+                          hint="the archive is malicious or damaged; get it from the canonical URL")
+
+
+def _extract(archive: Path, ds: Dataset, home: Path) -> None:
+    """Extract into a temporary sibling of `home`, check it, mark it complete, rename it into place."""
+    t0 = time.perf_counter()
+    _log(f"{ds.name}: extracting {ds.filename}")
+    with atomic_dir(home) as tmp:
+        tmp.chmod(0o755)  # mkdtemp makes it private; the cache is meant to be shared like any folder
+        try:
+            with tarfile.open(archive, "r:*") as tar:
+                def members() -> Iterator[tarfile.TarInfo]:
+                    for m in tar:  # sequential: one pass over the compressed stream
+                        _check_member(m, ds.filename)
+                        yield m
+
+                tar.extractall(tmp, members=members(), filter="data")
+        except tarfile.FilterError as e:  # belt and braces: the stdlib "data" filter refused a member
+            raise UlmfitError(f"refusing to extract {ds.filename}: {e}", hint="the archive is malicious") from None
+        except (tarfile.TarError, EOFError) as e:
+            raise UlmfitError(f"cannot extract {ds.filename}: {e}", hint="the archive is damaged; delete it "
+                              "and get it again") from None
+        missing = [p for p in (ds.root, *(f"{ds.root}/{e}" for e in ds.expect)) if not (tmp / p).exists()]
+        if missing:
+            raise UlmfitError(f"{ds.filename} does not hold the expected {', '.join(missing)}",
+                              hint="the archive is not the expected dataset; delete it and get it again")
+        (tmp / MARKER).write_text(json.dumps({"name": ds.name, "url": ds.url, "root": ds.root}) + "\n")
+    _log(f"{ds.name}: ready in {home / ds.root} ({time.perf_counter() - t0:.1f}s)")
