@@ -122,7 +122,11 @@ def inference_model(model, quantize: bool = False):
             enc.rnns[i] = lstm
     m.eval()
     if quantize:
-        m = torch.ao.quantization.quantize_dynamic(m, {nn.LSTM, nn.Linear}, dtype=torch.qint8)
+        import warnings
+
+        with warnings.catch_warnings():  # torch deprecates eager quantization in favour of torchao
+            warnings.simplefilter("ignore")
+            m = torch.ao.quantization.quantize_dynamic(m, {nn.LSTM, nn.Linear}, dtype=torch.qint8)
     return m
 
 

@@ -2,12 +2,75 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated, Optional
+
 import typer
 
-from ulmfit.cli._common import not_landed
+from ulmfit.cli._common import Bs, Config, Device, Epochs, LabelCol, Out, Preset, Seed, Set, TextCol
+
+Lm = Annotated[Optional[Path], typer.Option(
+    "--lm", help="LM bundle (the --out of `ulmfit lm-finetune` or `pretrain`) whose encoder, tokenizer and "
+    "vocab the classifier uses.")]
+FromScratch = Annotated[bool, typer.Option(
+    "--from-scratch", help="Baseline: no LM, a randomly initialised encoder and a vocab built from SRC.")]
+Backwards = Annotated[bool, typer.Option(
+    "--backwards", help="Read texts right to left; needs a backward LM (ensemble it with a forward one).")]
+LabelSmoothing = Annotated[Optional[float], typer.Option(
+    "--label-smoothing", help="Label smoothing of the cross-entropy, e.g. 0.1 (default 0).")]
+ClassWeights = Annotated[Optional[str], typer.Option(
+    "--class-weights", help="none, balanced (n/(k*count) for imbalanced labels), or one weight per label "
+    "in sorted label order, comma-separated.")]
+MaxTrain = Annotated[Optional[int], typer.Option(
+    "--max-train", help="Train on a stratified subsample of N training documents (the low-shot setting).")]
+
+
+def _class_weights(value: str | None):
+    if value is None or value in ("none", "balanced"):
+        return value
+    try:
+        return [float(v) for v in value.split(",")]
+    except ValueError:
+        from ulmfit.errors import UlmfitError
+
+        raise UlmfitError(f"--class-weights {value!r}: expected none, balanced or numbers like 1,3") from None
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("classify", help="Train a text classifier on a fine-tuned LM encoder with gradual unfreezing.")
-    def _cmd() -> None:
-        not_landed("classify", 5)
+    @app.command("classify")
+    def classify(
+        src: str = typer.Argument(..., help="Labelled corpus: a registered dataset name or a path (folder, "
+                                  ".tar.gz, .csv, .tsv, .jsonl, .parquet)."),
+        lm: Lm = None,
+        out: Out = Path("models/classifier"),
+        preset: Preset = "small",
+        config: Config = None,
+        set_: Set = None,
+        epochs: Epochs = None,
+        bs: Bs = None,
+        seed: Seed = None,
+        text_col: TextCol = None,
+        label_col: LabelCol = None,
+        from_scratch: FromScratch = False,
+        backwards: Backwards = False,
+        label_smoothing: LabelSmoothing = None,
+        class_weights: ClassWeights = None,
+        max_train: MaxTrain = None,
+        device: Device = None,
+    ) -> None:
+        """Train a text classifier on a fine-tuned LM encoder with gradual unfreezing.
+
+        The default schedule is the fastai course's on IMDb (printed before training): the head alone, then
+        one more layer group per stage with discriminative learning rates (lr/2.6 per group), then all
+        layers. Writes OUT/model-best and OUT/model-last (bundles with metrics, labels and a confusion matrix).
+        """
+        from ulmfit.classify.config import resolve_config
+        from ulmfit.classify.train import train_classifier
+
+        overrides = dict(bs=bs, seed=seed, from_scratch=from_scratch or None, backwards=backwards or None,
+                         label_smoothing=label_smoothing, class_weights=_class_weights(class_weights),
+                         max_train=max_train)
+        cfg = resolve_config(preset, config_file=config, sets=set_, overrides=overrides, epochs=epochs)
+        result = train_classifier(src, lm=lm, out=out, config=cfg, text_col=text_col, label_col=label_col,
+                                  device=device)
+        typer.echo(f"{result.best}\tvalid accuracy {result.accuracy:.4f}\tmacro-F1 {result.valid['macro_f1']:.4f}")

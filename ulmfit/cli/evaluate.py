@@ -2,12 +2,43 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated, Optional
+
 import typer
 
-from ulmfit.cli._common import not_landed
+from ulmfit.cli._common import Bs, Device, LabelCol, TextCol
+
+Split = Annotated[str, typer.Option("--split", help="Which split of SRC to evaluate on: test or valid.")]
+ReportOut = Annotated[Optional[Path], typer.Option(
+    "--out", "-o", help="Write the report as JSON here (and <name>.confusion.png next to it).")]
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("evaluate", help="Evaluate one or more classifiers (and their ensemble) on a labeled split.")
-    def _cmd() -> None:
-        not_landed("evaluate", 5)
+    @app.command("evaluate")
+    def evaluate_cmd(
+        args: list[str] = typer.Argument(..., metavar="MODEL [MODEL ...] SRC",
+                                         help="One or more classifier directories, then the labelled corpus."),
+        split: Split = "test",
+        out: ReportOut = None,
+        text_col: TextCol = None,
+        label_col: LabelCol = None,
+        bs: Bs = None,
+        device: Device = None,
+    ) -> None:
+        """Evaluate one or more classifiers (and their ensemble) on a labeled split.
+
+        Reports accuracy, error rate, macro-F1, per-class precision/recall and the confusion matrix. Given a
+        forward and a backward model, each is reported and so is their ensemble (mean of probabilities).
+        """
+        from ulmfit.classify.evaluate import evaluate, format_report
+        from ulmfit.errors import UlmfitError
+
+        if len(args) < 2:
+            raise UlmfitError("evaluate needs at least one MODEL and a SRC",
+                              hint="e.g. ulmfit evaluate models/clas imdb --split test")
+        report = evaluate(args[:-1], args[-1], split=split, text_col=text_col, label_col=label_col, out=out,
+                          bs=bs, device=device)
+        typer.echo(format_report(report))
+        for f in report.files:
+            typer.echo(f"wrote {f}")

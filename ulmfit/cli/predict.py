@@ -2,12 +2,52 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated, Optional
+
 import typer
 
-from ulmfit.cli._common import not_landed
+from ulmfit.cli._common import Bs, Device, TextCol
+
+Input = Annotated[str, typer.Option("--input", "-i", help="CSV/TSV/JSONL file, plain text (a document per "
+                                    "line), or - for stdin (plain lines unless --input-format says otherwise).")]
+Output = Annotated[str, typer.Option("--output", help="Output .csv or .jsonl (written when complete), or - for "
+                                     "JSONL on stdout.")]
+InFmt = Annotated[Optional[str], typer.Option("--input-format", help="csv, tsv, jsonl or lines "
+                                              "(default: from the file extension).")]
+OutFmt = Annotated[Optional[str], typer.Option("--output-format", help="csv or jsonl (default: from the "
+                                               "output extension; jsonl for -).")]
+Chunk = Annotated[int, typer.Option("--chunk-size", help="Rows read, predicted and written at a time "
+                                    "(bounds memory for large files).")]
+Int8 = Annotated[bool, typer.Option("--int8", help="CPU only: int8 dynamic quantization of the LSTM and "
+                                    "linear layers (faster, probabilities differ slightly).")]
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("predict", help="Predict labels and probabilities for new texts.")
-    def _cmd() -> None:
-        not_landed("predict", 5)
+    @app.command("predict")
+    def predict_cmd(
+        models: list[Path] = typer.Argument(..., metavar="MODEL [MODEL ...]",
+                                            help="Classifier directories; several are ensembled (mean of "
+                                            "probabilities)."),
+        input: Input = "-",
+        output: Output = "-",
+        text_col: TextCol = None,
+        input_format: InFmt = None,
+        output_format: OutFmt = None,
+        chunk_size: Chunk = 10_000,
+        bs: Bs = None,
+        int8: Int8 = False,
+        device: Device = None,
+    ) -> None:
+        """Predict labels and probabilities for new texts.
+
+        Writes one row per input row, in input order: the label and one probability per class.
+        """
+        import sys
+
+        from ulmfit.classify.predict import predict_file
+
+        res = predict_file(models, input, output, text_col=text_col, in_fmt=input_format, out_fmt=output_format,
+                           chunk_size=chunk_size, bs=bs, device=device, quantize=int8)
+        if res.output != "-":
+            print(f"{res.rows:,} rows -> {res.output} ({res.rows_per_s:,.0f} rows/s)", file=sys.stderr)
