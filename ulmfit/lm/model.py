@@ -1,0 +1,106 @@
+"""Build the AWD-LSTM language model (fastai's `get_language_model(AWD_LSTM, ...)`) from an arch description.
+
+The model is fastai's own, so weights move freely between ulmfit bundles, fastai `Learner.save` files and
+fastai's WikiText-103 checkpoints::
+
+    SequentialRNN(
+      0: AWD_LSTM      encoder      (bs, sl) ids -> (bs, sl, emb_sz)
+      1: LinearDecoder decoder      (bs, sl, emb_sz) -> logits (bs, sl, vocab), raw out, dropped-out out
+    )
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ulmfit.errors import UlmfitError
+
+if TYPE_CHECKING:
+    import torch
+    from fastai.text.models.core import SequentialRNN
+
+_DROPOUTS = ("output_p", "hidden_p", "input_p", "embed_p", "weight_p")
+
+
+def fastai_config(arch: dict[str, Any]) -> dict[str, Any]:
+    """The arch dict (config.json["arch"]) as fastai's `awd_lstm_lm_config` (dropouts still unscaled)."""
+    return dict(emb_sz=arch["emb_sz"], n_hid=arch["n_hid"], n_layers=arch["n_layers"],
+                pad_token=arch.get("pad_token", 1), bidir=arch.get("bidir", False),
+                output_p=arch["output_p"], hidden_p=arch["hidden_p"], input_p=arch["input_p"],
+                embed_p=arch["embed_p"], weight_p=arch["weight_p"],
+                tie_weights=arch.get("tie_weights", True), out_bias=arch.get("out_bias", True))
+
+
+def build_lm(arch: dict[str, Any], vocab_size: int | None = None) -> SequentialRNN:
+    """A freshly initialised AWD-LSTM LM; dropouts are multiplied by arch["drop_mult"] as in fastai."""
+    from fastai.text.models.awdlstm import AWD_LSTM
+    from fastai.text.models.core import get_language_model
+
+    vocab_size = vocab_size if vocab_size is not None else arch["vocab_size"]
+    return get_language_model(AWD_LSTM, vocab_size, config=fastai_config(arch), drop_mult=arch.get("drop_mult", 1.0))
+
+
+def encoder_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The encoder's state dict, keys as fastai's `save_encoder` (what the classifier's AWD_LSTM loads)."""
+    enc = model[0]
+    enc = getattr(enc, "module", enc)
+    return enc.state_dict()
+
+
+def normalize_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Bring fastai v1/v2 LM checkpoints to the current key layout of `get_language_model(AWD_LSTM)`.
+
+    - fastai v1 kept DropConnect's raw weight inside the LSTM: `0.rnns.0.module.weight_hh_l0_raw`
+      → `0.rnns.0.weight_hh_l0_raw`;
+    - older files also carry the dropped-out copy `0.rnns.0.module.weight_hh_l0` next to the raw one:
+      dropped (fastai's `clean_raw_keys`), or renamed to the raw key when the raw one is absent;
+    - the alias `0.encoder_dp.emb.weight` (and the tied `1.decoder.weight`) are filled from `0.encoder.weight`.
+    """
+    out: dict[str, torch.Tensor] = {}
+    for k, v in state.items():
+        if k.endswith("_raw") and ".module." in k:
+            k = k.replace(".module.", ".", 1)
+        out[k] = v
+    for k in list(out):
+        head, sep, tail = k.partition(".module.")
+        if sep and tail.startswith("weight_hh_l") and not tail.endswith("_raw"):
+            raw = f"{head}.{tail}_raw"
+            v = out.pop(k)
+            out.setdefault(raw, v)
+    if "0.encoder.weight" in out:
+        out.setdefault("0.encoder_dp.emb.weight", out["0.encoder.weight"])
+    return out
+
+
+def arch_from_state(state: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """Infer vocab/emb/hidden sizes and layer count from a (normalized) LM state dict."""
+    try:
+        vocab_size, emb_sz = state["0.encoder.weight"].shape
+        layers = sorted({int(k.split(".")[2]) for k in state if k.startswith("0.rnns.")})
+        n_layers = len(layers)
+        n_hid = state["0.rnns.0.weight_hh_l0_raw"].shape[1] if n_layers > 1 else emb_sz
+    except (KeyError, IndexError, ValueError) as e:
+        raise UlmfitError(f"not an AWD-LSTM language model state dict (missing {e})",
+                          hint="expected fastai's get_language_model(AWD_LSTM, ...) weights") from None
+    return {"vocab_size": int(vocab_size), "emb_sz": int(emb_sz), "n_hid": int(n_hid), "n_layers": n_layers,
+            "out_bias": "1.decoder.bias" in state}
+
+
+def load_lm_state(model: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+    """Load weights by name, turning any key/shape mismatch into one clear UlmfitError."""
+    state = normalize_state(state)
+    if "1.decoder.weight" not in state and "0.encoder.weight" in state:
+        state["1.decoder.weight"] = state["0.encoder.weight"]
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+              if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    if missing or unexpected or shapes:
+        detail = "; ".join(filter(None, [
+            f"missing {', '.join(missing[:3])}" + (" ..." if len(missing) > 3 else "") if missing else "",
+            f"unexpected {', '.join(unexpected[:3])}" + (" ..." if len(unexpected) > 3 else "") if unexpected else "",
+            f"shape {', '.join(shapes[:2])}" if shapes else ""]))
+        raise UlmfitError(f"{what} does not fit this AWD-LSTM architecture ({detail})",
+                          hint="the weights come from a model with other sizes; don't override emb_sz/n_hid/n_layers")
+    model.load_state_dict({k: state[k] for k in own}, strict=True)
