@@ -285,12 +285,7 @@ def train_classifier(src: str | Path, *, lm: str | Path | None, out: str | Path,
     last_state = snapshot(learn.model)
     valid_docs = store.docs("valid")
     valid_y = np.array([labels.index(y) for y in store.labels("valid")], dtype=np.int64)
-    common_config = {
-        "stage": "classifier", "direction": direction_name(cfg.backwards), "preset": cfg.preset,
-        "seed": cfg.seed, "arch": classifier_arch(arch, len(vocab.itos), cfg), "n_class": len(labels),
-        "tokenizer": _spec_dict(tokenizer), "schedule": [vars(s) for s in cfg.schedule],
-        "classifier": cfg.to_dict(),
-    }
+    common_config = bundle_config(cfg, arch, vocab, tokenizer, labels)
     reports = {}
     for name, state in (("model-best", best["state"]), ("model-last", last_state)):
         reports[name] = _valid_report(model, state, valid_docs, valid_y, labels, cfg, vocab, dev)
@@ -304,7 +299,8 @@ def train_classifier(src: str | Path, *, lm: str | Path | None, out: str | Path,
                     "epoch": best["epoch"] if name == "model-best" else len(history),
                     "valid": rep, "data": data_meta, "lm": lm_meta, "from_scratch": cfg.from_scratch,
                     "interrupted": interrupted, "seconds": round(time.time() - t0, 1)}
-            _write(tmp / name, common_config, meta, vocab, tokenizer, state, rep, labels)
+            save_classifier(tmp / name, config=common_config, meta=meta, vocab=vocab, tokenizer=tokenizer,
+                            state=state)
     seconds = time.time() - t0
     result = TrainResult(out=out, best=out / "model-best", last=out / "model-last", labels=labels,
                          metrics=history, best_epoch=best["epoch"], valid=reports["model-best"], config=cfg,
@@ -328,6 +324,16 @@ def classifier_arch(lm_arch: dict[str, Any], vocab_size: int, cfg: ClassifierCon
     return arch
 
 
+def bundle_config(cfg: ClassifierConfig, lm_arch: dict[str, Any], vocab, tokenizer, labels: list[str]) -> dict:
+    """config.json of a classifier bundle: everything `Classifier.load` rebuilds the network from."""
+    from ulmfit.bundle import direction_name
+
+    return {"stage": "classifier", "direction": direction_name(cfg.backwards), "preset": cfg.preset,
+            "seed": cfg.seed, "arch": classifier_arch(lm_arch, len(vocab.itos), cfg), "n_class": len(labels),
+            "tokenizer": _spec_dict(tokenizer), "schedule": [vars(s) for s in cfg.schedule],
+            "classifier": cfg.to_dict()}
+
+
 def _spec_dict(tokenizer) -> dict[str, Any]:
     from dataclasses import asdict, is_dataclass
 
@@ -344,18 +350,11 @@ def _portable(path: Path) -> str:
 
 def _check_store(store, bundle) -> None:
     """The store must hold ids of the LM's vocab: a classifier on other ids would read the wrong embeddings."""
-    if bundle is None:
-        return
-    try:
-        from ulmfit.tokenize import check_compatible  # the tokenize engineer's mismatch check
-    except ImportError:
-        check_compatible = None
-    if check_compatible is not None:
-        check_compatible(store, bundle)
-        return
-    if store.vocab.itos != bundle.vocab.itos:
-        raise UlmfitError("the token store was numericalized with another vocabulary than the LM's",
-                          hint="rebuild the store with the LM bundle's tokenizer and vocab")
+    from ulmfit.tokenize import check_compatible
+
+    if bundle is not None:
+        check_compatible(bundle.vocab, bundle.tokenizer, store.vocab, store.tokenizer,
+                         what_a=f"the language model {_portable(bundle.path)}", what_b="the classifier's token store")
 
 
 def _valid_report(model, state, docs, y, labels, cfg, vocab, dev) -> dict[str, Any]:
@@ -370,11 +369,17 @@ def _valid_report(model, state, docs, y, labels, cfg, vocab, dev) -> dict[str, A
     return classification_report(y, probs, labels)
 
 
-def _write(path: Path, config: dict, meta: dict, vocab, tokenizer, state, report: dict, labels: list[str]) -> None:
+def save_classifier(path: Path, *, config: dict, meta: dict, vocab, tokenizer, state) -> None:
+    """Write one classifier bundle (ulmfit.bundle layout) with a confusion-matrix PNG when meta has a
+    "valid" report. meta must hold "labels"."""
     from ulmfit.bundle import write_bundle
     from ulmfit.classify.metrics import plot_confusion
 
-    cm = np.array(report["confusion"]["matrix"])
-    title = f"valid confusion (accuracy {report['accuracy']:.3f})"
-    write_bundle(path, config=config, meta=meta, vocab=vocab, tokenizer=tokenizer, weights={"model": state},
-                 figures={"confusion-matrix.png": lambda p: plot_confusion(cm, labels, p, title=title)})
+    figures = {}
+    report = meta.get("valid")
+    if report:
+        cm = np.array(report["confusion"]["matrix"])
+        title = f"valid confusion (accuracy {report['accuracy']:.3f})"
+        figures["confusion-matrix.png"] = lambda p: plot_confusion(cm, meta["labels"], p, title=title)
+    write_bundle(path, config=config, meta={"stage": "classifier", **meta}, vocab=vocab, tokenizer=tokenizer,
+                 weights={"model": state}, figures=figures)
