@@ -285,7 +285,7 @@ def _parse_lines(data: bytes, label: str | None, split: str) -> Rows:
 
 def _parse_text(data: bytes, doc_sep: str) -> Rows:
     text, bad = _decode(data)
-    blank = re.compile(r"\n[ \t\r\f\v]*\n")
+    blank = re.compile(r"\n(?:[ \t\r\f\v]*\n)+")
     if doc_sep == "auto":
         doc_sep = "paragraph" if blank.search(text.replace("\r\n", "\n")) else "line"
     if doc_sep == "paragraph":

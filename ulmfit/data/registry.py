@@ -76,12 +76,36 @@ DATASETS: dict[str, Dataset] = {
     "imdb-sample": Dataset(
         name="imdb-sample",
         url="https://s3.amazonaws.com/fast-ai-sample/imdb_sample.tgz",
-        checksums=("sha256:c0ca9a5f12d626c0da0d264f9465c338a4570c8fe5f4eb0a731842cf747a0ce6",),
+        checksums=(
+            "sha256:c0ca9a5f12d626c0da0d264f9465c338a4570c8fe5f4eb0a731842cf747a0ce6",  # the local mirror's copy
+            "md5:0842e61a9867caa2e6fbdb14fa703d61",  # 571,827 bytes, as listed in fastai's download_checks.py
+        ),
         root="imdb_sample",
         expect=("texts.csv",),
         description="fastai's IMDB_SAMPLE: 1,000 reviews in texts.csv (label, text, is_valid)",
     ),
+    # fastai's pretrained WikiText-103 AWD-LSTM language models. No digest is published for them (fastai's
+    # download_checks.py has none), so they are accepted when the expected files are there; the sha256 is
+    # printed so a user can pin it.
+    "wt103-fwd": Dataset(
+        name="wt103-fwd",
+        url="https://s3.amazonaws.com/fast-ai-modelzoo/wt103-fwd.tgz",
+        checksums=(),
+        root="wt103-fwd",
+        expect=("lstm_fwd.pth", "itos_wt103.pkl"),
+        description="fastai's WikiText-103 AWD-LSTM, forward (lstm_fwd.pth + itos_wt103.pkl)",
+    ),
+    "wt103-bwd": Dataset(
+        name="wt103-bwd",
+        url="https://s3.amazonaws.com/fast-ai-modelzoo/wt103-bwd.tgz",
+        checksums=(),
+        root="wt103-bwd",
+        expect=("lstm_bwd.pth", "itos_wt103.pkl"),
+        description="fastai's WikiText-103 AWD-LSTM, backward (lstm_bwd.pth + itos_wt103.pkl)",
+    ),
 }
+# Other names for registered datasets.
+ALIASES = {"wt103": "wt103-fwd"}
 
 
 def data_dir() -> Path:
@@ -94,7 +118,7 @@ def _log(msg: str) -> None:
 
 
 def _lookup(name: str) -> Dataset:
-    ds = DATASETS.get(name)
+    ds = DATASETS.get(ALIASES.get(name, name))
     if ds is None:
         raise UlmfitError(f"unknown dataset {name!r} (registered: {', '.join(sorted(DATASETS))})",
                           hint="use a registered name, or give a path to a file or folder")
@@ -145,6 +169,9 @@ def _digests(path: Path) -> dict[str, str]:
 
 def _verify(path: Path, ds: Dataset, origin: str) -> None:
     got = _digests(path)
+    if not ds.checksums:
+        _log(f"{ds.name}: no published digest to check; sha256 {got['sha256']}")
+        return
     for accepted in ds.checksums:
         algo, _, hexdigest = accepted.partition(":")
         if got.get(algo) == hexdigest.lower():
@@ -241,12 +268,20 @@ def _extract(archive: Path, ds: Dataset, home: Path) -> None:
                         _check_member(m, ds.filename)
                         yield m
 
-                tar.extractall(tmp, members=members(), filter="data")
+                tar.extractall(tmp, members=progress(members(), desc=f"extract {ds.filename}", unit="file"),
+                               filter="data")
         except tarfile.FilterError as e:  # belt and braces: the stdlib "data" filter refused a member
             raise UlmfitError(f"refusing to extract {ds.filename}: {e}", hint="the archive is malicious") from None
         except (tarfile.TarError, EOFError) as e:
             raise UlmfitError(f"cannot extract {ds.filename}: {e}", hint="the archive is damaged; delete it "
                               "and get it again") from None
+        top = [p for p in ds.expect if (tmp / p).exists()]
+        if not (tmp / ds.root).exists() and top and len(top) == len(ds.expect):
+            # Archived without its top folder: put the files where get_dataset says they are.
+            entries = list(tmp.iterdir())
+            (tmp / ds.root).mkdir()
+            for e in entries:
+                e.rename(tmp / ds.root / e.name)
         missing = [p for p in (ds.root, *(f"{ds.root}/{e}" for e in ds.expect)) if not (tmp / p).exists()]
         if missing:
             raise UlmfitError(f"{ds.filename} does not hold the expected {', '.join(missing)}",
