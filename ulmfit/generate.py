@@ -20,7 +20,7 @@ from ulmfit.errors import UlmfitError
 if TYPE_CHECKING:
     import torch
 
-NON_TEXT = ("xxpad", "xxbos", "xxeos", "xxfld")
+NON_TEXT = ("xxpad", "xxbos", "xxeos", "xxfld", "xxfake")  # xxfake: vocab padding
 UNK = "xxunk"
 MARKERS = ("xxmaj", "xxup")        # rules tokenizer: modify the next word
 REPEATS = ("xxrep", "xxwrep")      # rules tokenizer: "xxrep 4 !" — count, then the repeated token

@@ -2,12 +2,49 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
-from ulmfit.cli._common import not_landed
+from ulmfit.cli._common import Bs, Config, Device, Epochs, LabelCol, Out, Preset, Seed, Set, TextCol
+from ulmfit.cli.pretrain import Backwards, MaxDocs, Resume, Src, lm_options
+
+Pretrained = Annotated[str, typer.Option(
+    "--pretrained", help="An LM bundle (the --out of `ulmfit pretrain`), or a folder with fastai's WikiText-103 "
+    "files (lstm_fwd.pth or lstm_bwd.pth + itos_wt103.pkl), or wt103.")]
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("lm-finetune", help="Fine-tune a pretrained language model on a domain corpus.")
-    def _cmd() -> None:
-        not_landed("lm-finetune", 4)
+    @app.command("lm-finetune")
+    def lm_finetune(
+        src: Src,
+        pretrained: Pretrained,
+        out: Out,
+        preset: Preset = "small",
+        config: Config = None,
+        set_: Set = None,
+        epochs: Epochs = None,
+        bs: Bs = None,
+        seed: Seed = 42,
+        backwards: Backwards = False,
+        text_col: TextCol = None,
+        label_col: LabelCol = None,
+        max_docs: MaxDocs = None,
+        resume: Resume = False,
+        device: Device = None,
+    ) -> None:
+        """Fine-tune a pretrained language model on a domain corpus.
+
+        ULMFiT's schedule: ft_freeze_epochs (1) training only the embeddings and decoder, then --epochs with all
+        layers (one-cycle each). The architecture comes from the pretrained model; our bundles keep their
+        tokenizer and vocabulary, fastai's WT103 weights are mapped onto a domain vocabulary (overlap printed).
+        """
+        from ulmfit.lm.train import finetune
+
+        cfg, explicit = lm_options(preset, config, set_, epochs, bs)
+        result = finetune(src, pretrained, out, cfg, preset=preset, explicit=explicit, seed=seed,
+                          backwards=backwards, device=device, text_col=text_col, label_col=label_col,
+                          max_docs=max_docs, resume=resume)
+        best = result.metrics[result.best_epoch - 1] if result.best_epoch else {}
+        typer.echo(f"{result.best}\tvalid_loss {best.get('valid_loss', float('nan')):.4f}\t"
+                   f"accuracy {best.get('accuracy') or 0:.4f}\tperplexity {best.get('perplexity') or 0:.2f}")
