@@ -45,7 +45,7 @@ class Classifier:
         the LSTM and Linear layers for faster CPU inference (slightly different probabilities)."""
         from ulmfit.bundle import read_bundle
         from ulmfit.classify.model import build_model, inference_model, load_state
-        from ulmfit.classify.train import resolve_device
+        from ulmfit.lm.train import resolve_device
 
         b = read_bundle(path, stage="classifier")
         labels = b.labels

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ulmfit.errors import UlmfitError
+
+if TYPE_CHECKING:
+    from ulmfit.data import Corpus
 
 
 @dataclass
@@ -41,14 +44,14 @@ def _name(path: Path | None) -> str:
     return "/".join(p.parts[-2:]) if p.name in ("model-best", "model-last") else p.name
 
 
-def evaluate(models: list[str | Path], src: str | Path, *, split: str = "test", text_col: str | None = None,
+def evaluate(models: list[str | Path], src: str | Path | Corpus, *, split: str = "test", text_col: str | None = None,
              label_col: str | None = None, out: str | Path | None = None, bs: int | None = None,
              device: str | None = None) -> EvalReport:
     """Evaluate classifier bundles on `split` of SRC; with `out` (a .json path) write the report and a
     confusion-matrix PNG next to it (`<out stem>.confusion.png`)."""
     from ulmfit.classify.classifier import ensemble_proba, load_models
     from ulmfit.classify.metrics import classification_report
-    from ulmfit.data import SPLITS, load_corpus
+    from ulmfit.data import SPLITS, Corpus, load_corpus
 
     if split not in SPLITS:
         raise UlmfitError(f"unknown split {split!r}", hint=f"use one of: {', '.join(SPLITS[:3])}")
@@ -60,7 +63,8 @@ def evaluate(models: list[str | Path], src: str | Path, *, split: str = "test", 
     clfs = load_models(models, device=device)
     labels = clfs[0].labels
     # Same seed as the classifier run: a "valid" carved from train is the same one the model was selected on.
-    corpus = load_corpus(src, text_col=text_col, label_col=label_col, seed=clfs[0].config.seed)
+    corpus = src if isinstance(src, Corpus) else load_corpus(src, text_col=text_col, label_col=label_col,
+                                                             seed=clfs[0].config.seed)
     part = corpus.select(split)
     if not len(part):
         have = ", ".join(s for s in SPLITS if s in corpus.splits)

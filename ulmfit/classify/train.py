@@ -11,22 +11,20 @@ The recipe, top to bottom:
 
 from __future__ import annotations
 
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ulmfit.classify.config import ClassifierConfig
 from ulmfit.errors import UlmfitError
 
-
-def _print(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+if TYPE_CHECKING:
+    from ulmfit.data import Corpus
 
 
 @dataclass
@@ -46,21 +44,6 @@ class TrainResult:
     @property
     def accuracy(self) -> float:
         return float(self.valid["accuracy"])
-
-
-def resolve_device(device: str | None):
-    """None: a GPU if there is one, else the CPU."""
-    import torch
-
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise UlmfitError(f"unknown device {device!r}", hint="use cpu, cuda, cuda:N or mps") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UlmfitError(f"--device {device}: no CUDA GPU is available", hint="use --device cpu")
-    return dev
 
 
 def class_weight_vector(cfg: ClassifierConfig, labels: list[str], train_labels: list[str]) -> list[float] | None:
@@ -86,12 +69,13 @@ def _labelled(corpus, split: str):
     return Corpus([corpus.texts[i] for i in idx], [corpus.labels[i] for i in idx], [split] * len(idx), corpus.name)
 
 
-def prepare_corpus(src: str | Path, cfg: ClassifierConfig, *, text_col: str | None, label_col: str | None):
+def prepare_corpus(src: str | Path | Corpus, cfg: ClassifierConfig, *, text_col: str | None, label_col: str | None):
     """The labelled train + valid rows of SRC (valid carved from train when SRC has none), their label names,
     and the stratified --max-train subsample."""
     from ulmfit.data import Corpus, load_corpus, require_labels, subsample
 
-    corpus = load_corpus(src, text_col=text_col, label_col=label_col, seed=cfg.seed)
+    corpus = src if isinstance(src, Corpus) else load_corpus(src, text_col=text_col, label_col=label_col,
+                                                             seed=cfg.seed)
     train, valid = _labelled(corpus, "train"), _labelled(corpus, "valid")
     if not len(train):
         raise UlmfitError(f"{corpus.name} has no labelled training documents",
@@ -189,10 +173,11 @@ def _scratch_tokenizer_spec(preset: str):
     return TokenizerSpec(**lm_config(preset).tokenizer_spec())
 
 
-def train_classifier(src: str | Path, *, lm: str | Path | None, out: str | Path, config: ClassifierConfig,
+def train_classifier(src: str | Path | Corpus, *, lm: str | Path | None, out: str | Path, config: ClassifierConfig,
                      text_col: str | None = None, label_col: str | None = None, device: str | None = None,
-                     log: Callable[[str], None] = _print) -> TrainResult:
-    """Train a classifier on SRC with the encoder, tokenizer and vocab of the LM bundle `lm`; write OUT."""
+                     log: Callable[[str], None] = print) -> TrainResult:
+    """Train a classifier on SRC (a source for `load_corpus`, or a Corpus) with the encoder, tokenizer and
+    vocab of the LM bundle `lm`; write OUT/model-best and OUT/model-last."""
     import torch
     from fastai.torch_core import set_seed
 
@@ -201,6 +186,8 @@ def train_classifier(src: str | Path, *, lm: str | Path | None, out: str | Path,
     from ulmfit.classify.model import build_model, load_encoder, snapshot
     from ulmfit.loaders import clas_dataloaders
     from ulmfit.store import build_store
+
+    from ulmfit.lm.train import resolve_device
 
     cfg = config
     t0 = time.time()
