@@ -37,7 +37,41 @@ def build_lm(arch: dict[str, Any], vocab_size: int | None = None) -> SequentialR
     from fastai.text.models.core import get_language_model
 
     vocab_size = vocab_size if vocab_size is not None else arch["vocab_size"]
-    return get_language_model(AWD_LSTM, vocab_size, config=fastai_config(arch), drop_mult=arch.get("drop_mult", 1.0))
+    model = get_language_model(AWD_LSTM, vocab_size, config=fastai_config(arch), drop_mult=arch.get("drop_mult", 1.0))
+    fix_weight_dropout(model[0])
+    return model
+
+
+_SAFE_WD: type | None = None
+
+
+def fix_weight_dropout(encoder: torch.nn.Module) -> None:
+    """Make fastai's WeightDropout work with weight_p == 0 (e.g. drop_mult=0) on current torch.
+
+    There `F.dropout(raw, p=0)` returns the raw Parameter itself; assigning it to the LSTM re-registers it as
+    a parameter and the next `reset()` fails ("cannot assign FloatTensor as parameter"). The subclass uses a
+    copy instead; the state dict and all other behaviour are unchanged.
+    """
+    global _SAFE_WD
+    from fastai.text.models.awdlstm import WeightDropout
+
+    if _SAFE_WD is None:
+        import torch.nn.functional as F
+
+        class SafeWeightDropout(WeightDropout):
+            def _setweights(self) -> None:
+                for layer in self.layer_names:
+                    raw_w = getattr(self, f"{layer}_raw")
+                    if self.training and self.weight_p > 0:
+                        w = F.dropout(raw_w, p=self.weight_p)
+                    else:
+                        w = raw_w * 1.0  # a new tensor that still carries the gradient to raw_w
+                    setattr(self.module, layer, w)
+
+        _SAFE_WD = SafeWeightDropout
+    for rnn in getattr(encoder, "rnns", []):
+        if type(rnn) is WeightDropout:
+            rnn.__class__ = _SAFE_WD
 
 
 def encoder_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

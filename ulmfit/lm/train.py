@@ -211,16 +211,10 @@ def _open_pretrained(pretrained: str | Path, backwards: bool) -> dict[str, Any]:
 
     p = Path(pretrained)
     if not p.exists() and str(pretrained) in ("wt103", "wt103-fwd", "wt103-bwd"):
-        try:
-            from ulmfit.data import get_dataset
-        except ImportError:
-            raise UlmfitError("the data registry is not available to fetch wt103",
-                              hint="download fastai's wt103-fwd.tgz, extract it and pass the folder") from None
-        name = "wt103-bwd" if backwards else "wt103-fwd"
-        try:
-            p = get_dataset(name)
-        except UlmfitError:
-            p = get_dataset("wt103")
+        from ulmfit.data import get_dataset  # the registry downloads (or finds) fastai's archive
+
+        name = str(pretrained) if str(pretrained) != "wt103" else ("wt103-bwd" if backwards else "wt103-fwd")
+        p = get_dataset(name)
     if not p.exists():
         raise UlmfitError(f"pretrained model not found: {p}",
                           hint="pass an LM bundle (the --out of `ulmfit pretrain`) or a folder with fastai's "
@@ -508,7 +502,7 @@ def _epoch_callback(run: _Run, phase_idx: int, phase: Phase, epoch_offset: int, 
 
         def after_batch(self) -> None:
             if self.training:
-                self.loss_sum += float(self.learn.loss)
+                self.loss_sum += float(self.learn.loss.detach())
                 self.n_batches += 1
                 self.n_tokens += self.xb[0].numel()
 
