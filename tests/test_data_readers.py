@@ -234,6 +234,15 @@ def test_bad_split_value_and_bad_json(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "line 2 is not valid JSON" in _fails(["data", "info", str(j)], capsys)
 
 
+def test_options_that_do_not_apply_are_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = write_imdb_tree(tmp_path / "aclImdb")
+    err = _fails(["data", "info", str(root), "--text-col", "review"], capsys)
+    assert "--text-col/--label-col apply to table files" in err and "<split>/<label>/*.txt" in err
+    (tmp_path / "t.csv").write_text("text,label\na,b\n")
+    assert "--doc-sep applies to plain text files" in _fails(
+        ["data", "info", str(tmp_path / "t.csv"), "--doc-sep", "line"], capsys)
+
+
 def test_damaged_archive(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     p = tmp_path / "broken.tar.gz"
     p.write_bytes(b"\x1f\x8b\x08\x00garbage" * 10)

@@ -101,6 +101,9 @@ def read_source(path: Path, *, fmt: str | None = None, text_col: str | list[str]
     fmt = fmt or detect_format(path)
     if fmt not in FORMATS:
         raise UlmfitError(f"unknown format {fmt!r}", hint=f"use one of: {', '.join(FORMATS)}")
+    if doc_sep != "auto" and fmt != "text":
+        raise UlmfitError(f"--doc-sep applies to plain text files, not to {path.name} ({fmt})",
+                          hint="drop --doc-sep, or pass --fmt text")
     if fmt == "folder":
         if path.is_dir():
             tree = _dir_tree(path)
@@ -115,6 +118,7 @@ def read_source(path: Path, *, fmt: str | None = None, text_col: str | list[str]
     if not data.strip():
         raise UlmfitError(f"{path.name} is empty", hint="point at a file with documents in it")
     if fmt == "text":
+        _no_columns(text_col, label_col, path.name, "a plain text file (a document per line or paragraph)")
         return _parse_text(data, doc_sep)
     return _parse_table(data, fmt, path.name, text_col, label_col, default_split="train")
 
@@ -164,7 +168,7 @@ def _dir_tree(root: Path) -> _Tree:
 
 def _wanted(parts: tuple[str, ...]) -> bool:
     name = parts[-1].lower()
-    return name.endswith(".txt") or PurePosixPath(name).suffix in TABLE_SUFFIXES
+    return name.endswith(".txt") or os.path.splitext(name)[1] in TABLE_SUFFIXES
 
 
 def _tar_tree(path: Path) -> _Tree:
@@ -175,7 +179,7 @@ def _tar_tree(path: Path) -> _Tree:
             for m in tar:
                 if not m.isfile():
                     continue
-                parts = tuple(p for p in PurePosixPath(m.name).parts if p not in (".", "/"))
+                parts = tuple(p for p in m.name.split("/") if p not in ("", "."))  # pathlib is slow at 100k
                 if not parts or any(p.startswith(".") for p in parts) or not _wanted(parts):
                     continue
                 f = tar.extractfile(m)
@@ -206,6 +210,13 @@ def _stem(name: str) -> str:
     return name[:-4] if name.lower().endswith(".txt") else name
 
 
+def _no_columns(text_col, label_col, name: str, what: str) -> None:
+    # Column options on a source without columns would be silently ignored: say so instead.
+    if text_col or label_col:
+        raise UlmfitError(f"--text-col/--label-col apply to table files, but {name} is {what}",
+                          hint="drop --text-col/--label-col for this source")
+
+
 def _read_tree(tree: _Tree, name: str, *, text_col, label_col, doc_sep: str) -> Rows:
     depth = _strip_top(tree.files)
     files = {p[depth:]: p for p in tree.files}
@@ -213,6 +224,7 @@ def _read_tree(tree: _Tree, name: str, *, text_col, label_col, doc_sep: str) -> 
 
     docs3 = [p for p in files if len(p) == 3 and is_txt[p] and _split_of(p[0])]
     if docs3:  # <split>/<label>/<doc>.txt
+        _no_columns(text_col, label_col, name, "a folder of <split>/<label>/*.txt documents")
         keyed = []
         for p in docs3:
             split = _split_of(p[0])
@@ -224,11 +236,13 @@ def _read_tree(tree: _Tree, name: str, *, text_col, label_col, doc_sep: str) -> 
 
     docs2 = [p for p in files if len(p) == 2 and is_txt[p]]
     if docs2 and all(_split_of(p[0]) for p in docs2):  # <split>/<label>.txt line files
+        _no_columns(text_col, label_col, name, "a folder of <split>/<label>.txt line files")
         rows = Rows()
         for p in sorted(docs2, key=lambda p: (p[0], _natural_key(p[1]))):
             rows.extend(_parse_lines(tree.read(files[p]), _stem(p[1]), _split_of(p[0])))
         return rows
     if docs2:  # <label>/<doc>.txt
+        _no_columns(text_col, label_col, name, "a folder of <label>/*.txt documents")
         keyed = []
         for p in docs2:
             split, label = ("unsup", None) if _split_of(p[0]) == "unsup" else ("train", p[0])
@@ -237,6 +251,7 @@ def _read_tree(tree: _Tree, name: str, *, text_col, label_col, doc_sep: str) -> 
 
     docs1 = [p for p in files if len(p) == 1 and is_txt[p]]
     if docs1:  # <label>.txt line files
+        _no_columns(text_col, label_col, name, "a folder of <label>.txt line files")
         rows = Rows()
         for p in sorted(docs1, key=lambda p: _natural_key(p[0])):
             rows.extend(_parse_lines(tree.read(files[p]), _stem(p[0]), "train"))
@@ -311,7 +326,8 @@ def _table_columns(data: bytes, fmt: str, name: str) -> tuple[list[str], Callabl
             header = next(reader, None)
             body = list(reader)
         except csv.Error as e:
-            raise UlmfitError(f"cannot parse {name} as {fmt.upper()}: {e}", hint="check quoting, or pass --fmt") from None
+            raise UlmfitError(f"cannot parse {name} as {fmt.upper()}: {e}",
+                              hint="check quoting, or pass --fmt") from None
         if not header:
             raise UlmfitError(f"{name} is empty", hint="a header row naming the columns is expected")
         header = [h.strip() for h in header]
@@ -340,9 +356,9 @@ def _table_columns(data: bytes, fmt: str, name: str) -> tuple[list[str], Callabl
         try:
             table = pq.read_table(pa.BufferReader(data))
         except (pa.ArrowException, OSError) as e:
-            raise UlmfitError(f"cannot read {name} as parquet: {e}", hint="the file is damaged or not parquet") from None
-        bad = False
-        return list(table.column_names), lambda c: table.column(c).to_pylist(), bad
+            raise UlmfitError(f"cannot read {name} as parquet: {e}",
+                              hint="the file is damaged or not parquet") from None
+        return list(table.column_names), lambda c: table.column(c).to_pylist(), False
     raise UlmfitError(f"unknown table format {fmt!r}", hint=f"use one of: {', '.join(FORMATS)}")
 
 
