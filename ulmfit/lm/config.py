@@ -83,8 +83,9 @@ TOKENIZER_KEYS = ("tokenizer", "lang", "max_vocab", "min_freq", "sp_vocab_size",
 # Presets change only what differs from the defaults above (which are the ULMFiT paper's model).
 PRESETS: dict[str, dict[str, Any]] = {
     # Tests and smoke runs: trains in seconds on one core; no dropout so it can fit a toy corpus quickly.
+    # bs x seq_len small so that a few hundred short documents still give ~150 optimizer steps per epoch.
     "tiny": dict(emb_sz=32, n_hid=64, n_layers=2, drop_mult=0.0, alpha=0.0, beta=0.0,
-                 epochs=2, bs=8, seq_len=16, lr=1e-2, ft_frozen_lr=1e-2, ft_lr=5e-3, wd=0.01,
+                 epochs=2, bs=8, seq_len=24, lr=2e-2, ft_frozen_lr=1e-2, ft_lr=5e-3, wd=0.01,
                  max_vocab=2000, min_freq=1, sp_vocab_size=500),
     # CPU: a 2-layer model and a 16k-word vocabulary. On a 2-core CPU the softmax over the vocabulary and the
     # LSTM matmuls dominate; these sizes give ~8x the tokens/s of `paper` (docs/bench/lm.md).

@@ -325,6 +325,8 @@ def _seed_epoch(seed: int, epoch: int, dls) -> None:
             dl.rng = random.Random(s)
         if hasattr(dl, "set_epoch"):
             dl.set_epoch(epoch)
+        elif isinstance(getattr(dl, "epoch", None), int):  # ulmfit.loaders.LMStreamLoader shuffles by (seed, epoch)
+            dl.epoch = epoch
 
 
 def _rng_state() -> dict:
