@@ -38,6 +38,13 @@ def test_tarball_reads_like_the_folder(tmp_path: Path) -> None:
     assert b.name == "aclImdb_v1.tar.gz"
 
 
+def test_tarball_holding_one_csv(tmp_path: Path) -> None:
+    (tmp_path / "sample").mkdir()
+    (tmp_path / "sample" / "texts.csv").write_text("label,text,is_valid\npos,nice,False\nneg,bad,True\n")
+    c = load_corpus(tar_folder(tmp_path / "sample", tmp_path / "sample.tgz"))
+    assert list(zip(c.texts, c.labels, c.splits)) == [("nice", "pos", "train"), ("bad", "neg", "valid")]
+
+
 def test_a_folder_holding_the_dataset_folder_is_read_through(tmp_path: Path) -> None:
     write_imdb_tree(tmp_path / "cache" / "aclImdb")
     assert load_corpus(tmp_path / "cache", valid_pct=0).summary()["test"]["documents"] == 6

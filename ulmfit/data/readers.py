@@ -53,6 +53,7 @@ ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".tar.bz2", ".tar.xz")
 # Accepted spellings of split names, in folder names, file names and split columns.
 SPLIT_ALIASES = {"train": "train", "training": "train", "valid": "valid", "validation": "valid", "val": "valid",
                  "dev": "valid", "test": "test", "unsup": "unsup", "unlabeled": "unsup", "unlabelled": "unsup"}
+_SPLIT_ORDER = {"train": 0, "valid": 1, "test": 2, "unsup": 3}  # rows come in this order, like SPLITS
 _TRUE = {"true", "1", "yes", "y", "t"}
 _FALSE = {"false", "0", "no", "n", "f"}
 
@@ -111,7 +112,7 @@ def read_source(path: Path, *, fmt: str | None = None, text_col: str | list[str]
             tree = _tar_tree(path)
         else:
             raise UlmfitError(f"{path.name} is not a folder or a .tar.gz archive", hint="pass the right --fmt")
-        return _read_tree(tree, path.name, text_col=text_col, label_col=label_col, doc_sep=doc_sep)
+        return _read_tree(tree, path.name, text_col=text_col, label_col=label_col)
     if path.is_dir():
         raise UlmfitError(f"{path.name} is a folder, not a {fmt} file", hint="pass --fmt folder, or a file")
     data = path.read_bytes()
@@ -217,7 +218,7 @@ def _no_columns(text_col, label_col, name: str, what: str) -> None:
                           hint="drop --text-col/--label-col for this source")
 
 
-def _read_tree(tree: _Tree, name: str, *, text_col, label_col, doc_sep: str) -> Rows:
+def _read_tree(tree: _Tree, name: str, *, text_col, label_col) -> Rows:
     depth = _strip_top(tree.files)
     files = {p[depth:]: p for p in tree.files}
     is_txt = {p: p[-1].lower().endswith(".txt") for p in files}
@@ -238,7 +239,7 @@ def _read_tree(tree: _Tree, name: str, *, text_col, label_col, doc_sep: str) -> 
     if docs2 and all(_split_of(p[0]) for p in docs2):  # <split>/<label>.txt line files
         _no_columns(text_col, label_col, name, "a folder of <split>/<label>.txt line files")
         rows = Rows()
-        for p in sorted(docs2, key=lambda p: (p[0], _natural_key(p[1]))):
+        for p in sorted(docs2, key=lambda p: (_SPLIT_ORDER[_split_of(p[0])], _natural_key(p[1]))):
             rows.extend(_parse_lines(tree.read(files[p]), _stem(p[1]), _split_of(p[0])))
         return rows
     if docs2:  # <label>/<doc>.txt
@@ -280,8 +281,7 @@ def _read_tree(tree: _Tree, name: str, *, text_col, label_col, doc_sep: str) -> 
 
 def _one_doc_per_file(tree: _Tree, files: dict, keyed: list) -> Rows:
     rows = Rows()
-    split_order = {s: i for i, s in enumerate(("train", "valid", "test", "unsup"))}
-    keyed.sort(key=lambda k: (split_order[k[0][0]], k[0][1], k[0][2]))
+    keyed.sort(key=lambda k: (_SPLIT_ORDER[k[0][0]], k[0][1], k[0][2]))
     for _, p, label, split in keyed:
         text, bad = _decode(tree.read(files[p]))
         rows.n_replaced += bad
