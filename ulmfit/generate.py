@@ -25,6 +25,7 @@ UNK = "xxunk"
 MARKERS = ("xxmaj", "xxup")        # rules tokenizer: modify the next word
 REPEATS = ("xxrep", "xxwrep")      # rules tokenizer: "xxrep 4 !" — count, then the repeated token
 SP_WORD_START = "\u2581"           # sentencepiece: a piece starting a new word
+_SPECIALS = {"xxunk", "xxpad", "xxbos", "xxeos", "xxfld", "xxrep", "xxwrep", "xxup", "xxmaj", "xxfake"}
 
 
 @dataclass
@@ -59,32 +60,45 @@ class SamplingOptions:
 class WordCounter:
     """Counts words in a generated token stream so that --words N means N words of output text.
 
-    rules tokenizer: a word is a token, with xxmaj/xxup belonging to the word they modify and "xxrep n c" /
-    "xxwrep n w" one word. sentencepiece: a word starts at a piece beginning with "▁".
-    `starts_word(tok)` says whether `tok` would begin a new word; call `push(tok)` to accept it.
+    A marker (xxmaj, xxup) belongs to the word it modifies and "xxrep n c" / "xxwrep n w" is one word.
+    rules tokenizer: every other token is a word. sentencepiece: a word starts at a piece beginning with "▁"
+    (a bare "▁" starts one only if a piece without "▁" follows), or after a special token; the first pieces
+    without "▁" continue the prompt's last word. `starts_word(tok)` says whether `tok` would begin a new
+    word; `push(tok)` accepts it.
     """
 
     def __init__(self, kind: str) -> None:
-        self.kind = kind
+        self.sp = kind == "sentencepiece"
         self.words = 0
-        self._attached = 0  # tokens still belonging to the current word (after a marker / inside a repeat)
+        self._attached = 0      # tokens still belonging to the current word (after a marker / in a repeat)
+        self._pending = False   # sentencepiece: a bare "▁" was seen
+        self._open = True       # sentencepiece: a piece without "▁" continues the previous word
+
+    def _bare(self, tok: str) -> bool:
+        return self.sp and tok not in _SPECIALS and not tok.lstrip(SP_WORD_START)
 
     def starts_word(self, tok: str) -> bool:
-        if self.kind == "sentencepiece":
-            return tok.startswith(SP_WORD_START)
-        return self._attached == 0
+        if self._attached:
+            return False
+        if tok in _SPECIALS or not self.sp:
+            return True
+        if self._bare(tok):
+            return False
+        return tok.startswith(SP_WORD_START) or self._pending or not self._open
 
     def push(self, tok: str) -> None:
         if self.starts_word(tok):
             self.words += 1
-        if self.kind == "sentencepiece":
-            return
-        if self._attached:
+        bare = self._bare(tok)
+        if self._attached and not bare:
             self._attached -= 1
         if tok in MARKERS:
             self._attached = 1
         elif tok in REPEATS:
             self._attached = 2
+        if self.sp:
+            self._pending = bare
+            self._open = tok not in _SPECIALS
 
 
 def _filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
@@ -158,6 +172,6 @@ def sample_tokens(model: torch.nn.Module, prompt_ids: list[int], itos: list[str]
 
 
 def banned_ids(itos: list[str], allow_unk: bool = False) -> list[int]:
-    stoi = {t: i for i, t in enumerate(itos)}
-    names = list(NON_TEXT) + ([] if allow_unk else [UNK])
-    return [stoi[t] for t in names if t in stoi]
+    """Ids never generated: non-text specials (every copy: the vocab pads with several xxfake) and xxunk."""
+    names = set(NON_TEXT) | (set() if allow_unk else {UNK})
+    return [i for i, t in enumerate(itos) if t in names]
