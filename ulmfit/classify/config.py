@@ -104,10 +104,13 @@ class ClassifierConfig:
 
 # Presets: the training knobs per compute budget. Each value says why it is what it is.
 PRESETS: dict[str, dict[str, Any]] = {
-    # Tests and smoke runs: tiny models on tiny corpora; short chunks so multi-chunk documents are exercised.
+    # Tests and smoke runs: tiny models on toy corpora get few optimizer steps, so every stage runs at a few
+    # times the course's learning rates and the lowest group at lr/10 (not lr/2.6**4) so that embeddings still
+    # move; short chunks (bptt 16) so that multi-chunk documents are exercised.
     "tiny": dict(bs=16, bptt=16, max_len=16 * 20, drop_mult=0.5,
-                 schedule=[asdict(s) for s in ulmfit_schedule()[:3]] + [dict(freeze_to=0, epochs=1, lr=1e-3 * 5,
-                                                                            lr_div=LR_DIV)]),
+                 schedule=[dict(freeze_to=-1, epochs=1, lr=5e-2), dict(freeze_to=-2, epochs=1, lr=3e-2, lr_div=10),
+                           dict(freeze_to=-3, epochs=1, lr=2e-2, lr_div=10),
+                           dict(freeze_to=0, epochs=3, lr=1e-2, lr_div=10)]),
     # A 2-core CPU: bs 32 keeps the step time low; the course's schedule otherwise unchanged.
     "small": dict(bs=32, bptt=72, max_len=72 * 20, drop_mult=0.5),
     # The ULMFiT paper (bs 64 for classifier fine-tuning) with the course's schedule, for a GPU.

@@ -99,6 +99,7 @@ def prepare_corpus(src: str | Path | Corpus, cfg: ClassifierConfig, *, text_col:
 
 
 def _make_learner(dls, model, cfg: ClassifierConfig, labels: list[str], weights: list[float] | None):
+    import fastai.callback.schedule  # noqa: F401  (adds Learner.fit_one_cycle)
     from fastai.losses import CrossEntropyLossFlat
     from fastai.metrics import AccumMetric, accuracy
     from fastai.text.learner import TextLearner
@@ -228,7 +229,8 @@ def train_classifier(src: str | Path | Corpus, *, lm: str | Path | None, out: st
 
     # ---- model -----------------------------------------------------------------------------------------
     set_seed(cfg.seed, reproducible=True)
-    dls = clas_dataloaders(store, labels, bs=cfg.bs, backwards=cfg.backwards, seed=cfg.seed, device=dev)
+    dls = clas_dataloaders(store, labels, bs=cfg.bs, backwards=cfg.backwards, seed=cfg.seed, device=dev,
+                           seq_len=cfg.bptt)
     model = build_model(len(vocab.itos), len(labels), arch, cfg, pad_idx=vocab.pad_id)
     if bundle is not None:
         load_encoder(model, bundle.load_state("encoder"))
