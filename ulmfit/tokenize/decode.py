@@ -54,14 +54,20 @@ def _case(word: str, case: str | None) -> str:
     return word
 
 
-def decode_words(tokens: list[str]) -> str:
+def decode_words(tokens: list[str], lang: str = "en") -> str:
     """Decode word tokens (the "rules" tokenizer)."""
     parts: list[str] = []
     prev = None
     quote_open = False  # standalone quote marks alternate between opening and closing
+    sentence_start = True
     for w in _words([t.replace(WORD_START, " ") for t in tokens]):
         if w == UNK:
             w = "<unk>"
+        # fastai adds xxmaj only to words of 2+ letters, so "I" and a sentence-initial "A" come back lower.
+        if len(w) == 1 and w.isalpha() and (sentence_start or (lang == "en" and w == "i")):
+            w = w.upper()
+        if w.strip():
+            sentence_start = w in (".", "!", "?", "…") or (sentence_start and w in _QUOTES)
         glue = (not parts or prev in _NO_SPACE_AFTER or w.isspace() or prev.isspace() or w in _GLUE_BOTH
                 or bool(_NO_SPACE_BEFORE.match(w)))
         if w in _QUOTES:
@@ -74,7 +80,7 @@ def decode_words(tokens: list[str]) -> str:
     return _tidy("".join(parts))
 
 
-def decode_pieces(pieces: list[str]) -> str:
+def decode_pieces(pieces: list[str], lang: str = "en") -> str:
     """Decode sentencepiece pieces: "▁" starts a word; special tokens are whole words."""
     # Turn pieces into word tokens: glue a piece to the previous one unless it starts a word.
     words: list[str] = []
@@ -89,7 +95,7 @@ def decode_pieces(pieces: list[str]) -> str:
         else:
             words[-1] += p
     words = [w for w in words if w]
-    return decode_words(words)
+    return decode_words(words, lang)
 
 
 def _tidy(text: str) -> str:

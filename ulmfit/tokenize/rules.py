@@ -14,11 +14,13 @@ infix regexes on every span of every document. We split the text into spaCy's sp
 
 Why it is identical. Inside ``Tokenizer.__call__`` a span's tokens depend only on the span's text, except
 for one document-level step: ``_apply_special_cases`` runs a PhraseMatcher for the multi-token special
-cases (e.g. "a." = ["a", "."], "'s" = ["'", "s"]) over the whole token sequence, so a pattern can match
-across a space ("grade a ." -> "a" + "." becomes "a."). Such a cross-span match needs a span that ends with
-a pattern's token x followed by a span that starts with the next token y. We precompute those (x, y)
-pairs; when one could occur at a span boundary the document is tokenized by spaCy whole (a few percent of
-documents), so the output is always what spaCy gives for the whole text.
+cases (":)" seen as [":", ")"], "'s" as ["'", "s"], ...) over the whole token sequence, so a pattern can
+also match across a space. Such a match is never merged (its text contains the space), but it wins
+against shorter overlapping matches: in "wow:) )" the cross-span ":))" keeps the ":)" inside "wow:)" split.
+A cross-span match needs a span ending with a pattern token x followed by a span starting with the next
+pattern token y. We precompute those (x, y) pairs; when one could occur at a span boundary the document is
+tokenized by spaCy whole (a few percent of documents), so the output is always what spaCy gives for the
+whole text.
 """
 
 from __future__ import annotations

@@ -48,8 +48,7 @@ def train_sentencepiece(texts: Iterable[str], spec: TokenizerSpec) -> tuple[byte
     import re
 
     rules = pre_rules()
-    processed = [apply_rules(str(t), rules) for t in texts]
-    processed = [t for t in processed if t.strip()]
+    processed = [apply_rules(t, rules) for t in map(str, texts) if t.strip()]
     if not processed:
         raise UlmfitError("cannot train a sentencepiece model on an empty corpus",
                           hint="give the tokenizer some training texts")

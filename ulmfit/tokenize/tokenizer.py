@@ -69,7 +69,8 @@ class TextTokenizer:
         """Readable text: xxmaj/xxup/xxrep/xxwrep undone, markers dropped, natural spacing."""
         from ulmfit.tokenize.decode import decode_pieces, decode_words
 
-        return decode_words(list(tokens)) if self.spec.kind == "rules" else decode_pieces(list(tokens))
+        decode = decode_words if self.spec.kind == "rules" else decode_pieces
+        return decode(list(tokens), self.spec.lang)
 
     def sp_pieces(self) -> list[str]:
         """All pieces of the sentencepiece model in id order (special tokens under their plain names)."""
