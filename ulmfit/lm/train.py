@@ -356,10 +356,14 @@ def _plain(obj: Any) -> Any:
     import numpy as np
     import torch
 
+    from fastcore.foundation import L
+
     if isinstance(obj, torch.Tensor):
         return obj.detach().cpu()
     if isinstance(obj, dict):
         return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, L):  # fastai's hypers: a fastcore L, restored as L in _restore
+        return [_plain(v) for v in obj]
     if isinstance(obj, (list, tuple)):
         return type(obj)(_plain(v) for v in obj) if isinstance(obj, list) else [_plain(v) for v in obj]
     if isinstance(obj, np.ndarray):
@@ -651,6 +655,9 @@ def _restore(run: _Run, ckpt: Path, dev) -> tuple[int, int]:
     run.learn.model.load_state_dict(state["model"])
     run.learn.model.to(dev)
     run.learn.create_opt()
+    from fastcore.foundation import L
+
+    state["opt"]["hypers"] = L(state["opt"]["hypers"])
     run.resume_opt, run.resume_rng = state["opt"], state["rng"]
     run.metrics = list(prog["metrics"])
     run.best_epoch = prog["best_epoch"]
