@@ -76,6 +76,7 @@ def prepare_corpus(src: str | Path | Corpus, cfg: ClassifierConfig, *, text_col:
 
     corpus = src if isinstance(src, Corpus) else load_corpus(src, text_col=text_col, label_col=label_col,
                                                              seed=cfg.seed)
+    require_labels(corpus, min_classes=1)  # no label column at all: say so first
     train, valid = _labelled(corpus, "train"), _labelled(corpus, "valid")
     if not len(train):
         raise UlmfitError(f"{corpus.name} has no labelled training documents",
