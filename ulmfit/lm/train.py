@@ -531,9 +531,10 @@ def _epoch_callback(run: _Run, phase_idx: int, phase: Phase, epoch_offset: int, 
     return EpochLog()
 
 
-def _run(*, stage: str, cfg: LMConfig, preset: str, phases: list[Phase], store, corpus, out: Path, seed: int,
-         backwards: bool, device: str | None, init_state, pretrained_info, ckpt: Path | None,
-         log: Callable[[str], None]) -> LMResult:
+def make_learner(cfg: LMConfig, dls, vocab, device) -> tuple[Any, dict]:
+    """The fastai Learner of `language_model_learner`, built from our config: AWD-LSTM LM, flattened cross
+    entropy, Adam, `awd_lstm_lm_split` layer groups, ModelResetter + RNNRegularizer (AR/TAR) + GradientClip,
+    accuracy and perplexity; mixed precision on a GPU. Returns (learner, arch)."""
     import torch
     from fastai.callback.rnn import ModelResetter, RNNCallback, RNNRegularizer
     from fastai.callback.training import GradientClip
@@ -542,9 +543,36 @@ def _run(*, stage: str, cfg: LMConfig, preset: str, phases: list[Phase], store, 
     from fastai.metrics import Perplexity, accuracy
     from fastai.optimizer import Adam
     from fastai.text.models.awdlstm import awd_lstm_lm_split
+
+    from ulmfit.lm.model import build_lm
+
+    vocab_size = len(vocab.itos)
+    arch = cfg.arch(vocab_size)
+    arch["pad_token"] = int(vocab.pad_id)
+    model = build_lm(arch, vocab_size)
+    cbs = [ModelResetter(), RNNCallback()]
+    if cfg.alpha or cfg.beta:
+        cbs.append(RNNRegularizer(alpha=cfg.alpha, beta=cfg.beta))
+    if cfg.clip:
+        cbs.append(GradientClip(cfg.clip))
+    learn = Learner(dls, model, loss_func=CrossEntropyLossFlat(), opt_func=Adam, splitter=awd_lstm_lm_split,
+                    metrics=[accuracy, Perplexity()], wd=cfg.wd, moms=cfg.moms, cbs=cbs)
+    if not _show_bars():
+        from fastai.callback.progress import ProgressCallback
+
+        learn.remove_cbs([cb for cb in learn.cbs if isinstance(cb, ProgressCallback)])
+    if torch.device(device).type == "cuda":  # mixed precision on GPU: bf16 where supported, else fp16
+        learn = learn.to_bf16() if torch.cuda.is_bf16_supported() else learn.to_fp16()
+    return learn, arch
+
+
+def _run(*, stage: str, cfg: LMConfig, preset: str, phases: list[Phase], store, corpus, out: Path, seed: int,
+         backwards: bool, device: str | None, init_state, pretrained_info, ckpt: Path | None,
+         log: Callable[[str], None]) -> LMResult:
+    import torch
     from fastai.torch_core import set_seed
 
-    from ulmfit.lm.model import build_lm, load_lm_state
+    from ulmfit.lm.model import load_lm_state
     from ulmfit.loaders import lm_dataloaders
 
     _set_threads()
@@ -553,27 +581,11 @@ def _run(*, stage: str, cfg: LMConfig, preset: str, phases: list[Phase], store, 
     train_splits = tuple(s for s in TRAIN_SPLITS if s in store.splits())
     dls = lm_dataloaders(store, train_splits=train_splits, valid_split=VALID_SPLIT, bs=cfg.bs, seq_len=cfg.seq_len,
                          backwards=backwards, seed=seed, device=dev)
-    vocab_size = len(store.vocab.itos)
-    arch = cfg.arch(vocab_size)
-    arch["pad_token"] = int(store.vocab.pad_id)
-    model = build_lm(arch, vocab_size)
+    learn, arch = make_learner(cfg, dls, store.vocab, dev)
+    model = learn.model
+    vocab_size = arch["vocab_size"]
     if init_state is not None:
         load_lm_state(model, init_state, "the pretrained model")
-    cbs = [ModelResetter(), RNNCallback()]
-    if cfg.alpha or cfg.beta:
-        cbs.append(RNNRegularizer(alpha=cfg.alpha, beta=cfg.beta))
-    if cfg.clip:
-        cbs.append(GradientClip(cfg.clip))
-    learn = Learner(dls, model, loss_func=CrossEntropyLossFlat(), opt_func=Adam, splitter=awd_lstm_lm_split,
-                    metrics=[accuracy, Perplexity()], wd=cfg.wd, moms=cfg.moms, cbs=cbs, path=out,
-                    model_dir=".")
-    if not _show_bars():
-        from fastai.callback.progress import ProgressCallback
-
-        learn.remove_cbs([cb for cb in learn.cbs if isinstance(cb, ProgressCallback)])
-    if dev.type == "cuda":  # mixed precision on GPU: bf16 where supported, else fp16 with loss scaling
-        learn = learn.to_bf16() if torch.cuda.is_bf16_supported() else learn.to_fp16()
-
     run = _Run(stage=stage, cfg=cfg, preset=preset, phases=phases, store=store, corpus=corpus, out=out, seed=seed,
                backwards=backwards, pretrained_info=pretrained_info, learn=learn, log=log,
                train_splits=train_splits)
