@@ -74,7 +74,7 @@ def quickstart(out: str | Path = "models/quickstart", *, seed: int = 42, preset:
     use it with `fast=True` to run every step on a tiny local corpus.
     """
     from ulmfit.classify.config import resolve_config as clas_config
-    from ulmfit.classify.evaluate import evaluate, format_report
+    from ulmfit.classify.evaluation import evaluate, format_report
     from ulmfit.classify.train import train_classifier
     from ulmfit.data import load_corpus
     from ulmfit.lm import LanguageModel, finetune, pretrain

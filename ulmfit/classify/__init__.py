@@ -20,7 +20,7 @@ from ulmfit.classify.config import PRESETS, ClassifierConfig, Stage, resolve_con
 
 if TYPE_CHECKING:
     from ulmfit.classify.classifier import Classifier
-    from ulmfit.classify.evaluate import EvalReport, evaluate
+    from ulmfit.classify.evaluation import EvalReport, evaluate
     from ulmfit.classify.predict import PredictResult, predict_file
     from ulmfit.classify.train import TrainResult, train_classifier
 
@@ -29,8 +29,8 @@ __all__ = ["PRESETS", "Classifier", "ClassifierConfig", "EvalReport", "PredictRe
 
 _LAZY = {
     "Classifier": "ulmfit.classify.classifier",
-    "EvalReport": "ulmfit.classify.evaluate",
-    "evaluate": "ulmfit.classify.evaluate",
+    "EvalReport": "ulmfit.classify.evaluation",
+    "evaluate": "ulmfit.classify.evaluation",
     "PredictResult": "ulmfit.classify.predict",
     "predict_file": "ulmfit.classify.predict",
     "TrainResult": "ulmfit.classify.train",

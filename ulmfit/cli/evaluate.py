@@ -31,7 +31,7 @@ def register(app: typer.Typer) -> None:
         Reports accuracy, error rate, macro-F1, per-class precision/recall and the confusion matrix. Given a
         forward and a backward model, each is reported and so is their ensemble (mean of probabilities).
         """
-        from ulmfit.classify.evaluate import evaluate, format_report
+        from ulmfit.classify.evaluation import evaluate, format_report
         from ulmfit.errors import UlmfitError
 
         if len(args) < 2:
