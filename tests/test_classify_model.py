@@ -99,3 +99,14 @@ def test_load_encoder_refuses_a_different_architecture() -> None:
 def test_no_texts_is_an_error() -> None:
     with pytest.raises(UlmfitError, match="no texts"):
         predict_ids(_model(), [], bs=4, pad_idx=1, bptt=16)
+
+
+def test_zero_dropout_trains_and_resets() -> None:
+    """drop_mult=0 makes every weight_p 0, which breaks fastai's WeightDropout on current torch unless fixed."""
+    m = build_model(60, 2, ARCH, resolve_config("tiny", sets=["drop_mult=0"]), pad_idx=1)
+    x = torch.from_numpy(pad_batch(sorted(_docs(4), key=len, reverse=True), 1, 16))
+    m.train()
+    for _ in range(2):
+        m.reset()
+        m(x)[0].sum().backward()
+    assert m[0].module.rnns[0].weight_hh_l0_raw.grad is not None

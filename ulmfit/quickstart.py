@@ -45,11 +45,13 @@ class QuickstartResult:
     macro_f1: float
     perplexity: float | None  # validation perplexity of the LM
     samples: list[str]  # generated continuations
+    data: str = DATASET  # the corpus' name
+    documents: dict[str, int] = field(default_factory=dict)  # per split
     seconds: dict[str, float] = field(default_factory=dict)  # per step + "total"
 
     def table(self) -> str:
         rows = [
-            ("data", f"{DATASET}", ""),
+            ("data", f"{self.data}: " + ", ".join(f"{n:,} {s}" for s, n in self.documents.items()), ""),
             ("language model", f"perplexity {self.perplexity:.1f}" if self.perplexity else "", str(self.lm)),
             ("classifier", f"accuracy {self.accuracy:.4f}, macro-F1 {self.macro_f1:.4f}", str(self.classifier)),
             ("evaluate", "validation split", str(self.report)),
@@ -134,4 +136,5 @@ def quickstart(out: str | Path = "models/quickstart", *, seed: int = 42, preset:
     return QuickstartResult(out=out, lm=lm_out, classifier=clas_out, report=report_path,
                             accuracy=float(head["accuracy"]), macro_f1=float(head["macro_f1"]),
                             perplexity=None if perplexity is None else float(perplexity), samples=samples,
+                            data=corpus.name, documents={s: v["documents"] for s, v in summary.items()},
                             seconds=seconds)

@@ -39,17 +39,13 @@ def build_model(vocab_size: int, n_class: int, arch: dict[str, Any], cfg: Classi
     from fastai.text.models.awdlstm import AWD_LSTM
     from fastai.text.models.core import get_text_classifier
 
-    from fastai.text.models.awdlstm import WeightDropout
+    from ulmfit.lm.model import fix_weight_dropout
 
     model = get_text_classifier(AWD_LSTM, vocab_size, n_class, seq_len=cfg.bptt,
                                 config=encoder_config(arch, pad_idx), drop_mult=cfg.drop_mult,
                                 lin_ftrs=list(cfg.lin_ftrs), ps=list(cfg.head_ps), pad_idx=pad_idx,
                                 max_len=cfg.max_len)
-    for m in model.modules():
-        # With p=0 torch's dropout returns the raw Parameter itself; WeightDropout would then register it as a
-        # second parameter and fail on the next reset. A vanishing p keeps the weights (scale 1 + 1e-12).
-        if isinstance(m, WeightDropout) and m.weight_p == 0:
-            m.weight_p = 1e-12
+    fix_weight_dropout(encoder_module(model))  # weight_p = 0 (drop_mult=0) would break fastai's WeightDropout
     return model
 
 
