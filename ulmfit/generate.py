@@ -11,6 +11,7 @@ only when asked for.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -136,7 +137,10 @@ def sample_tokens(model: torch.nn.Module, prompt_ids: list[int], itos: list[str]
     S = opts.samples
 
     model.eval()
-    with torch.inference_mode():
+    # On CPU, oneDNN's LSTM sets up its primitive on every call: ~10x slower than ATen's kernel for the one-step,
+    # small-batch calls of generation (it wins for training-sized batches, so only generation turns it off).
+    no_onednn = _onednn_off() if device.type == "cpu" else contextlib.nullcontext()
+    with torch.inference_mode(), no_onednn:
         model.reset()
         x = torch.tensor([prompt_ids] * S, dtype=torch.long, device=device)   # (S, L): the prompt, fed once
         counters = [WordCounter(tokenizer_kind) for _ in range(S)]
@@ -169,6 +173,25 @@ def sample_tokens(model: torch.nn.Module, prompt_ids: list[int], itos: list[str]
             x = nxt.view(S, 1).to(device)                         # (S, 1): one step, hidden state carried
         model.reset()
     return out
+
+
+@contextlib.contextmanager
+def _onednn_off():
+    """torch.backends.mkldnn.flags(enabled=False), without the TF32 warning torch 2.13 prints on every switch."""
+    import warnings
+
+    import torch
+
+    ctx = torch.backends.mkldnn.flags(enabled=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ctx.__enter__()
+    try:
+        yield
+    finally:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ctx.__exit__(None, None, None)
 
 
 def banned_ids(itos: list[str], allow_unk: bool = False) -> list[int]:

@@ -1,0 +1,279 @@
+#!/usr/bin/env python
+"""LM training throughput: ulmfit's pipeline vs fastai's own `language_model_learner`, and where time goes.
+
+    .venv/bin/python scripts/bench_lm.py --src /work/shared/data/imdb_sample.tgz --presets small paper \
+        --batches 30 --rounds 2
+
+For each preset, the same corpus is tokenized once (ulmfit's rules tokenizer = fastai's) and both learners train
+on the same token ids with the same config (sizes, dropouts, AR/TAR, clip, wd, moms, one-cycle), alternating
+ulmfit / fastai for --rounds rounds of --batches timed batches (after --warmup untimed ones):
+
+    ulmfit   ulmfit.loaders.lm_dataloaders (memory-mapped token store) + ulmfit.lm.train.make_learner
+    fastai   fastai.text.data.LMDataLoader over the same documents + language_model_learner(pretrained=False)
+
+Tokens/s = timed batches x bs x seq_len / wall time (loader included). The breakdown times one plain training
+step of the ulmfit model piece by piece (loader, encoder forward, decoder + softmax/loss forward, their
+backwards, optimizer step). `--sizes` instead sweeps model sizes on random ids (forward + backward + Adam),
+the measurement behind the `small` preset. Prints a markdown report (and appends it to --report if given).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+
+def _budget_cb(n_timed: int, warmup: int):
+    from fastai.callback.core import Callback, CancelFitException
+
+    class Budget(Callback):
+        """Times `n_timed` training batches after `warmup`, then stops the fit."""
+
+        order = 99
+
+        def before_fit(self):
+            self.i, self.t0, self.tokens, self.elapsed = 0, None, 0, None
+
+        def after_batch(self):
+            if not self.training:
+                return
+            self.i += 1
+            if self.i == warmup:
+                self.t0 = time.perf_counter()
+            elif self.i > warmup:
+                self.tokens += self.xb[0].numel()
+            if self.i >= warmup + n_timed:
+                self.elapsed = time.perf_counter() - self.t0
+                raise CancelFitException
+
+    return Budget()
+
+
+def _ours(cfg, store, seed, n, warmup):
+    from ulmfit.lm.config import schedule
+    from ulmfit.lm.train import _fit_one_cycle, make_learner
+    from ulmfit.loaders import lm_dataloaders
+
+    dls = lm_dataloaders(store, train_splits=("train",), valid_split="valid", bs=cfg.bs, seq_len=cfg.seq_len,
+                         seed=seed, device="cpu")
+    learn, _ = make_learner(cfg, dls, store.vocab, "cpu")
+    learn.create_opt()
+    budget = _budget_cb(n, warmup)
+    _fit_one_cycle(learn, 1, 0, schedule(cfg, "pretrain")[0], cbs=[budget])
+    return budget.tokens / budget.elapsed
+
+
+def _fastai_dls(cfg, store):
+    import numpy as np
+    import torch
+    from fastai.data.core import DataLoaders
+    from fastai.text.data import LMDataLoader
+
+    def docs(split):
+        return [torch.from_numpy(np.asarray(d, dtype=np.int64)) for d in store.docs(split)]
+
+    dls = DataLoaders(LMDataLoader(docs("train"), bs=cfg.bs, seq_len=cfg.seq_len, shuffle=True),
+                      LMDataLoader(docs("valid"), bs=cfg.bs, seq_len=cfg.seq_len), device="cpu")
+    dls.vocab = list(store.vocab.itos)
+    return dls
+
+
+def _fastai(cfg, store, seed, n, warmup):
+    from fastai.callback.training import GradientClip
+    from fastai.metrics import Perplexity, accuracy
+    from fastai.text.learner import language_model_learner
+    from fastai.text.models.awdlstm import AWD_LSTM
+
+    from ulmfit.lm.model import fastai_config
+
+    arch = cfg.arch(len(store.vocab.itos))
+    learn = language_model_learner(_fastai_dls(cfg, store), AWD_LSTM, config=fastai_config(arch),
+                                   drop_mult=cfg.drop_mult, pretrained=False, metrics=[accuracy, Perplexity()],
+                                   wd=cfg.wd, moms=cfg.moms, alpha=cfg.alpha, beta=cfg.beta,
+                                   cbs=[GradientClip(cfg.clip)] if cfg.clip else None)
+    if hasattr(learn, "progress"):  # no progress bar on either side
+        learn.remove_cb(learn.progress)
+    budget = _budget_cb(n, warmup)
+    learn.fit_one_cycle(1, cfg.lr, pct_start=cfg.pct_start, cbs=[budget])
+    return budget.tokens / budget.elapsed
+
+
+def _breakdown(cfg, store, seed, n, warmup):
+    """Mean seconds per training step, piece by piece, for the ulmfit model (fastai's Adam, clip, AR/TAR)."""
+    import torch
+    import torch.nn.functional as F
+
+    from ulmfit.lm.train import make_learner
+    from ulmfit.loaders import lm_dataloaders
+
+    dls = lm_dataloaders(store, train_splits=("train",), valid_split="valid", bs=cfg.bs, seq_len=cfg.seq_len,
+                         seed=seed, device="cpu")
+    learn, _ = make_learner(cfg, dls, store.vocab, "cpu")
+    learn.create_opt()
+    learn.opt.set_hyper("lr", cfg.lr / 25)
+    model, opt = learn.model, learn.opt
+    enc, dec = model[0], model[1]
+    model.train()
+    model.reset()
+    parts = dict.fromkeys(["loader", "encoder fwd", "decoder+softmax fwd", "decoder+softmax bwd",
+                           "encoder bwd", "clip+optimizer"], 0.0)
+    it = iter(dls.train)
+    for i in range(warmup + n):
+        t0 = time.perf_counter()
+        x, y = next(it)
+        t1 = time.perf_counter()
+        h = enc(x)                                               # (bs, sl, emb)
+        t2 = time.perf_counter()
+        h_d = h.detach().requires_grad_()
+        logits, raw, dropped = dec(h_d)                          # (bs, sl, vocab)
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1))
+        if cfg.alpha:
+            loss = loss + cfg.alpha * dropped.float().pow(2).mean()
+        if cfg.beta:
+            loss = loss + cfg.beta * (raw[:, 1:] - raw[:, :-1]).float().pow(2).mean()
+        t3 = time.perf_counter()
+        loss.backward()
+        t4 = time.perf_counter()
+        h.backward(h_d.grad)
+        t5 = time.perf_counter()
+        if cfg.clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+        opt.step()
+        opt.zero_grad()
+        t6 = time.perf_counter()
+        if i >= warmup:
+            for k, dt in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5)):
+                parts[k] += dt / n
+    return parts
+
+
+def _fastai_loader_time(cfg, store, n):
+    dl = _fastai_dls(cfg, store).train
+    it = iter(dl)
+    next(it)
+    t = time.perf_counter()
+    for _ in range(n):
+        next(it)
+    return (time.perf_counter() - t) / n
+
+
+def compare(args) -> str:
+    import torch
+
+    from ulmfit.data import load_corpus
+    from ulmfit.lm.config import resolve_config
+    from ulmfit.store import build_store
+    from ulmfit.tokenize import TokenizerSpec
+
+    corpus = load_corpus(args.src, seed=args.seed)
+    corpus = corpus.select(["train", "valid"])
+    lines = []
+    for preset in args.presets:
+        sets = list(args.set or [])
+        cfg = resolve_config(preset, sets=sets)
+        store = build_store(corpus, spec=TokenizerSpec(**cfg.tokenizer_spec()))
+        tok_batch = cfg.bs * cfg.seq_len
+        print(f"[{preset}] vocab {len(store.vocab.itos)}, train tokens {store.n_tokens('train')}, batch "
+              f"{cfg.bs}x{cfg.seq_len}", file=sys.stderr, flush=True)
+        ours, theirs = [], []
+        for r in range(args.rounds):
+            torch.manual_seed(args.seed)
+            ours.append(_ours(cfg, store, args.seed, args.batches, args.warmup))
+            print(f"  round {r + 1}: ulmfit {ours[-1]:.0f} tok/s", file=sys.stderr, flush=True)
+            torch.manual_seed(args.seed)
+            theirs.append(_fastai(cfg, store, args.seed, args.batches, args.warmup))
+            print(f"  round {r + 1}: fastai {theirs[-1]:.0f} tok/s", file=sys.stderr, flush=True)
+        parts = _breakdown(cfg, store, args.seed, max(3, args.batches // 3), 1)
+        step = sum(parts.values())
+        f_loader = _fastai_loader_time(cfg, store, 50)
+        o, t = statistics.median(ours), statistics.median(theirs)
+        lines += [f"### `{preset}` preset: emb {cfg.emb_sz}, hidden {cfg.n_hid}, {cfg.n_layers} layers, "
+                  f"vocab {len(store.vocab.itos)}, batch {cfg.bs} x {cfg.seq_len} ({tok_batch} tokens)", "",
+                  "| pipeline | tokens/s (median) | rounds |", "|---|---:|---|",
+                  f"| ulmfit (`ulmfit pretrain`) | {o:,.0f} | {', '.join(f'{v:,.0f}' for v in ours)} |",
+                  f"| fastai `language_model_learner` | {t:,.0f} | {', '.join(f'{v:,.0f}' for v in theirs)} |",
+                  f"| **ratio ulmfit / fastai** | **{o / t:.2f}x** | |", "",
+                  f"Where one training step goes (ulmfit, mean of {max(3, args.batches // 3)} steps, "
+                  f"{step * 1000:,.0f} ms/step):", "", "| part | ms/step | share |", "|---|---:|---:|"]
+        lines += [f"| {k} | {v * 1000:,.1f} | {v / step:.0%} |" for k, v in parts.items()]
+        lines += ["", f"fastai's LMDataLoader for the same batch: {f_loader * 1000:.2f} ms "
+                  f"(ulmfit's: {parts['loader'] * 1000:.2f} ms).", ""]
+    return "\n".join(lines)
+
+
+def sizes(args) -> str:
+    """Forward + backward + Adam on random ids for candidate sizes: the measurement behind the presets."""
+    import torch
+    import torch.nn.functional as F
+    from fastai.text.models.awdlstm import AWD_LSTM, awd_lstm_lm_config
+    from fastai.text.models.core import get_language_model
+
+    grid = [(60000, 400, 1152, 3), (16000, 400, 1152, 3), (16000, 400, 1152, 2), (16000, 300, 1024, 2),
+            (16000, 256, 768, 2), (16000, 200, 512, 2), (8000, 256, 768, 2), (30000, 256, 768, 2)]
+    bs, sl = 32, 64
+    lines = [f"Model sizes, random ids, batch {bs} x {sl}, forward + backward + Adam (median of "
+             f"{args.batches} steps):", "", "| vocab | emb | hidden | layers | params | ms/step | tokens/s |",
+             "|---:|---:|---:|---:|---:|---:|---:|"]
+    for v, e, h, n in grid:
+        torch.manual_seed(0)
+        m = get_language_model(AWD_LSTM, v, config={**awd_lstm_lm_config, "emb_sz": e, "n_hid": h, "n_layers": n},
+                               drop_mult=0.5)
+        opt = torch.optim.Adam(m.parameters(), 1e-3)
+        x, y = torch.randint(0, v, (bs, sl)), torch.randint(0, v, (bs, sl))
+        m.train()
+        m.reset()
+        ts = []
+        for _ in range(args.batches + 1):
+            t = time.perf_counter()
+            loss = F.cross_entropy(m(x)[0].view(-1, v), y.view(-1))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            ts.append(time.perf_counter() - t)
+        t = statistics.median(ts[1:])
+        p = sum(q.numel() for q in m.parameters()) / 1e6
+        lines.append(f"| {v} | {e} | {h} | {n} | {p:.1f}M | {t * 1000:,.0f} | {bs * sl / t:,.0f} |")
+        print(lines[-1], file=sys.stderr, flush=True)
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--src", default="/work/shared/data/imdb_sample.tgz", help="corpus (load_corpus source)")
+    ap.add_argument("--presets", nargs="+", default=["small", "paper"])
+    ap.add_argument("--set", action="append", help="config override for every preset, e.g. bs=32")
+    ap.add_argument("--batches", type=int, default=30, help="timed batches per round")
+    ap.add_argument("--warmup", type=int, default=3, help="untimed batches first")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--sizes", action="store_true", help="sweep model sizes instead (random ids)")
+    ap.add_argument("--report", type=Path, help="append the markdown report to this file")
+    args = ap.parse_args()
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    os.environ.setdefault("ULMFIT_PROGRESS", "0")
+    started = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    body = sizes(args) if args.sizes else compare(args)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    head = (f"## {'Model-size sweep' if args.sizes else 'Training throughput'} — {started}\n\n"
+            f"Machine: 2-core CPU ({platform.processor() or platform.machine()}), torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads, load average at the end {load:.1f} (the machine is shared).\n"
+            f"Command: `{' '.join(['.venv/bin/python', 'scripts/bench_lm.py', *sys.argv[1:]])}`\n")
+    report = head + "\n" + body + "\n"
+    print(report)
+    if args.report:
+        with open(args.report, "a", encoding="utf-8") as f:
+            f.write(report + "\n")
+
+
+if __name__ == "__main__":
+    main()
