@@ -1,0 +1,133 @@
+"""Benchmark: classify IMDb test reviews with ulmfit vs fastai, using the same trained model.
+
+    .venv/bin/python scripts/bench_predict.py --model models/quickstart/classifier --n 5000
+
+Measures, on the same weights, tokenizer and vocab:
+  throughput  reviews/s of `Classifier.predict_proba(texts)` vs fastai `learn.get_preds(dl=learn.dls.test_dl(texts))`
+              (both from raw text: tokenization included), and their accuracy on those reviews;
+  latency     one review at a time: `Classifier.predict([text])` vs fastai `learn.predict(text)` (median);
+  int8        optionally (--int8) ulmfit with torch dynamic int8 quantization of the LSTMs and Linear layers:
+              throughput, latency and the accuracy change.
+Prints a JSON summary (and writes it to --json). The reviews are a seeded, label-balanced sample of the IMDb
+test split (the `imdb` dataset of ulmfit.data; ULMFIT_MIRROR may point at a folder with aclImdb_v1.tar.gz).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+
+def load_reviews(n: int, seed: int) -> tuple[list[str], list[str]]:
+    from ulmfit.data import load_corpus, subsample
+
+    corpus = load_corpus("imdb", valid_pct=0, seed=seed).select("test")
+    corpus = subsample(corpus, "test", n, seed=seed, stratified=True)
+    return corpus.texts, [str(y) for y in corpus.labels]
+
+
+def fastai_learner(clf, texts: list[str], labels: list[str]):
+    """A fastai Learner that holds exactly the ulmfit model's weights, vocab and label order."""
+    import pandas as pd
+    from fastai.text.all import AWD_LSTM, TextDataLoaders, text_classifier_learner
+
+    from ulmfit.classify.model import encoder_config
+
+    # A few labelled rows only to give fastai its DataLoaders (vocab and labels come from the ulmfit model).
+    df = pd.DataFrame({"text": texts[:64], "label": labels[:64], "is_valid": [i % 2 == 0 for i in range(64)]})
+    dls = TextDataLoaders.from_df(df, text_col="text", label_col="label", valid_col="is_valid",
+                                  text_vocab=list(clf.vocab.itos), seq_len=clf.config.bptt, bs=64)
+    if list(dls.vocab[1]) != clf.labels:
+        sys.exit(f"label order differs: fastai {list(dls.vocab[1])} vs ulmfit {clf.labels}")
+    cfg = encoder_config(clf.arch, clf.vocab.pad_id)
+    learn = text_classifier_learner(dls, AWD_LSTM, seq_len=clf.config.bptt, config=cfg, pretrained=False,
+                                    drop_mult=clf.config.drop_mult, lin_ftrs=list(clf.config.lin_ftrs),
+                                    ps=list(clf.config.head_ps), max_len=clf.config.max_len)
+    from ulmfit.bundle import read_bundle
+    from ulmfit.classify.model import load_state
+
+    load_state(learn.model, read_bundle(clf.path, stage="classifier").load_state("model"))
+    learn.model.eval()
+    return learn
+
+
+def accuracy(probs, labels: list[str], names: list[str]) -> float:
+    import numpy as np
+
+    pred = np.asarray(probs).argmax(1)
+    return float(np.mean([names[p] == y for p, y in zip(pred, labels)]))
+
+
+def timed(fn, *args, **kwargs):
+    t = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", required=True, help="classifier bundle or run dir")
+    ap.add_argument("--n", type=int, default=5000, help="IMDb test reviews to classify")
+    ap.add_argument("--latency-n", type=int, default=30, help="single reviews timed for latency")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--bs", type=int, default=64, help="ulmfit inference batch size")
+    ap.add_argument("--int8", action="store_true", help="also measure the int8 dynamic-quantized path")
+    ap.add_argument("--skip-fastai", action="store_true", help="only time ulmfit")
+    ap.add_argument("--json", type=Path, help="write the summary here too")
+    args = ap.parse_args()
+
+    import torch
+
+    from ulmfit.classify import Classifier
+
+    texts, labels = load_reviews(args.n, args.seed)
+    lat_texts = texts[: args.latency_n]
+    res: dict = {"n": len(texts), "model": str(args.model), "threads": torch.get_num_threads(),
+                 "machine": platform.machine(), "python": platform.python_version(), "torch": torch.__version__}
+
+    clf = Classifier.load(args.model, device="cpu")
+    clf.predict(texts[:8])  # warm-up: spaCy and torch kernels
+    probs, secs = timed(clf.predict_proba, texts, bs=args.bs)
+    res["ulmfit"] = {"seconds": secs, "reviews_per_s": len(texts) / secs, "accuracy": accuracy(probs, labels, clf.labels)}
+    lat = [timed(clf.predict, [t])[1] for t in lat_texts]
+    res["ulmfit"]["latency_ms_median"] = 1000 * statistics.median(lat)
+    print(json.dumps({"ulmfit": res["ulmfit"]}), file=sys.stderr, flush=True)
+
+    if args.int8:
+        q = Classifier.load(args.model, device="cpu", quantize=True)
+        q.predict(texts[:8])
+        qprobs, qsecs = timed(q.predict_proba, texts, bs=args.bs)
+        qlat = [timed(q.predict, [t])[1] for t in lat_texts]
+        res["ulmfit_int8"] = {"seconds": qsecs, "reviews_per_s": len(texts) / qsecs,
+                              "accuracy": accuracy(qprobs, labels, q.labels),
+                              "latency_ms_median": 1000 * statistics.median(qlat)}
+        res["ulmfit_int8"]["accuracy_drop_points"] = 100 * (res["ulmfit"]["accuracy"] -
+                                                            res["ulmfit_int8"]["accuracy"])
+        print(json.dumps({"ulmfit_int8": res["ulmfit_int8"]}), file=sys.stderr, flush=True)
+
+    if not args.skip_fastai:
+        learn = fastai_learner(clf, texts, labels)
+        learn.predict(texts[0])  # warm-up
+        with learn.no_bar():
+            (fprobs, _), fsecs = timed(lambda: learn.get_preds(dl=learn.dls.test_dl(texts)))
+            flat = [timed(learn.predict, t)[1] for t in lat_texts]
+        res["fastai"] = {"seconds": fsecs, "reviews_per_s": len(texts) / fsecs,
+                         "accuracy": accuracy(fprobs.numpy(), labels, clf.labels),
+                         "latency_ms_median": 1000 * statistics.median(flat)}
+        res["speedup_throughput"] = res["ulmfit"]["reviews_per_s"] / res["fastai"]["reviews_per_s"]
+        res["speedup_latency"] = res["fastai"]["latency_ms_median"] / res["ulmfit"]["latency_ms_median"]
+        if "ulmfit_int8" in res:
+            res["speedup_throughput_int8"] = res["ulmfit_int8"]["reviews_per_s"] / res["fastai"]["reviews_per_s"]
+            res["speedup_latency_int8"] = res["fastai"]["latency_ms_median"] / res["ulmfit_int8"]["latency_ms_median"]
+    print(json.dumps(res, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(res, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
