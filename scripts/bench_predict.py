@@ -23,11 +23,11 @@ import time
 from pathlib import Path
 
 
-def load_reviews(n: int, seed: int) -> tuple[list[str], list[str]]:
+def load_reviews(src: str, split: str, n: int, seed: int) -> tuple[list[str], list[str]]:
     from ulmfit.data import load_corpus, subsample
 
-    corpus = load_corpus("imdb", valid_pct=0, seed=seed).select("test")
-    corpus = subsample(corpus, "test", n, seed=seed, stratified=True)
+    corpus = load_corpus(src, valid_pct=0, seed=seed).select(split)
+    corpus = subsample(corpus, split, n, seed=seed, stratified=True)
     return corpus.texts, [str(y) for y in corpus.labels]
 
 
@@ -73,6 +73,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True, help="classifier bundle or run dir")
     ap.add_argument("--n", type=int, default=5000, help="IMDb test reviews to classify")
+    ap.add_argument("--src", default="imdb", help="labelled source (a registered dataset or a path)")
+    ap.add_argument("--split", default="test", help="split of --src to sample the reviews from")
     ap.add_argument("--latency-n", type=int, default=30, help="single reviews timed for latency")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--bs", type=int, default=64, help="ulmfit inference batch size")
@@ -85,9 +87,9 @@ def main() -> None:
 
     from ulmfit.classify import Classifier
 
-    texts, labels = load_reviews(args.n, args.seed)
+    texts, labels = load_reviews(args.src, args.split, args.n, args.seed)
     lat_texts = texts[: args.latency_n]
-    res: dict = {"n": len(texts), "model": str(args.model), "threads": torch.get_num_threads(),
+    res: dict = {"n": len(texts), "source": f"{args.src}/{args.split}", "model": str(args.model), "threads": torch.get_num_threads(),
                  "machine": platform.machine(), "python": platform.python_version(), "torch": torch.__version__}
 
     clf = Classifier.load(args.model, device="cpu")

@@ -188,8 +188,9 @@ def train_classifier(src: str | Path | Corpus, *, lm: str | Path | None, out: st
     from ulmfit.loaders import clas_dataloaders
     from ulmfit.store import build_store
 
-    from ulmfit.lm.train import resolve_device
+    from ulmfit.lm.train import _set_threads, resolve_device
 
+    _set_threads()  # ULMFIT_THREADS, as for the language model
     cfg = config
     t0 = time.time()
     out = Path(out)

@@ -37,7 +37,12 @@ def _class_weights(value: str | None):
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("classify")
+    @app.command("classify", help=(
+        "Train a text classifier on a fine-tuned LM encoder with gradual unfreezing.\n\n"
+        "The default schedule is the fastai course's on IMDb, printed before training: the head alone, then one "
+        "more layer group per stage with discriminative learning rates (lr/2.6 per group), then all layers. "
+        "--epochs N keeps one epoch per unfreezing stage and gives the rest to the last one. Writes OUT/model-best "
+        "and OUT/model-last: bundles with per-epoch metrics, labels and a confusion matrix."))
     def classify(
         src: str = typer.Argument(..., help="Labelled corpus: a registered dataset name or a path (folder, "
                                   ".tar.gz, .csv, .tsv, .jsonl, .parquet)."),
@@ -58,12 +63,6 @@ def register(app: typer.Typer) -> None:
         max_train: MaxTrain = None,
         device: Device = None,
     ) -> None:
-        """Train a text classifier on a fine-tuned LM encoder with gradual unfreezing.
-
-        The default schedule is the fastai course's on IMDb (printed before training): the head alone, then
-        one more layer group per stage with discriminative learning rates (lr/2.6 per group), then all
-        layers. Writes OUT/model-best and OUT/model-last (bundles with metrics, labels and a confusion matrix).
-        """
         from ulmfit.classify.config import resolve_config
         from ulmfit.classify.train import train_classifier
 

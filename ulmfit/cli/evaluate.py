@@ -15,7 +15,11 @@ ReportOut = Annotated[Optional[Path], typer.Option(
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("evaluate")
+    @app.command("evaluate", help=(
+        "Evaluate one or more classifiers (and their ensemble) on a labeled split.\n\n"
+        "Reports accuracy, error rate, macro-F1, per-class precision/recall and the confusion matrix. Given a "
+        "forward and a backward model, each is reported and so is their ensemble (the mean of their "
+        "probabilities). Labels in the data that the models never saw are an error."))
     def evaluate_cmd(
         args: list[str] = typer.Argument(..., metavar="MODEL [MODEL ...] SRC",
                                          help="One or more classifier directories, then the labelled corpus."),
@@ -26,11 +30,6 @@ def register(app: typer.Typer) -> None:
         bs: Bs = None,
         device: Device = None,
     ) -> None:
-        """Evaluate one or more classifiers (and their ensemble) on a labeled split.
-
-        Reports accuracy, error rate, macro-F1, per-class precision/recall and the confusion matrix. Given a
-        forward and a backward model, each is reported and so is their ensemble (mean of probabilities).
-        """
         from ulmfit.classify.evaluation import evaluate, format_report
         from ulmfit.errors import UlmfitError
 

@@ -24,7 +24,10 @@ Int8 = Annotated[bool, typer.Option("--int8", help="CPU only: int8 dynamic quant
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("predict")
+    @app.command("predict", help=(
+        "Predict labels and probabilities for new texts.\n\n"
+        "Writes one row per input row, in input order: the label and one probability per class. Large files "
+        "stream through in chunks; several models are ensembled (mean of probabilities)."))
     def predict_cmd(
         models: list[Path] = typer.Argument(..., metavar="MODEL [MODEL ...]",
                                             help="Classifier directories; several are ensembled (mean of "
@@ -39,10 +42,6 @@ def register(app: typer.Typer) -> None:
         int8: Int8 = False,
         device: Device = None,
     ) -> None:
-        """Predict labels and probabilities for new texts.
-
-        Writes one row per input row, in input order: the label and one probability per class.
-        """
         import sys
 
         from ulmfit.classify.predict import predict_file

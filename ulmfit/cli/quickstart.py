@@ -19,7 +19,11 @@ Src = Annotated[Optional[str], typer.Option("--src", hidden=True, help="Use this
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("quickstart")
+    @app.command("quickstart", help=(
+        "The whole pipeline on the embedded default corpus (imdb-sample).\n\n"
+        "Pretrains (or, with --pretrained, fine-tunes) a language model on 1,000 IMDb reviews, trains a classifier "
+        "with gradual unfreezing, evaluates it, generates two continuations of \"I liked this movie because\" and "
+        "prints a summary. About 10 minutes on a 2-core CPU with the default small preset."))
     def quickstart_cmd(
         out: Out = Path("models/quickstart"),
         seed: Seed = 42,
@@ -29,12 +33,6 @@ def register(app: typer.Typer) -> None:
         device: Device = None,
         src: Src = None,
     ) -> None:
-        """The whole pipeline on the embedded default corpus (imdb-sample).
-
-        Pretrains (or fine-tunes) a language model on 1,000 IMDb reviews, trains a classifier with gradual
-        unfreezing, evaluates it, generates two continuations of "I liked this movie because" and prints a
-        summary. About 10 minutes on a 2-core CPU with the default small preset.
-        """
         from ulmfit.quickstart import quickstart
 
         res = quickstart(out, seed=seed, preset=preset, pretrained=pretrained, fast=fast, src=src, device=device)
