@@ -200,8 +200,6 @@ def _open_checkpoint(out: Path, resume: bool) -> Path | None:
                               hint="the run finished (checkpoints are removed then) or never completed an epoch; "
                                    "run again without --resume")
         return ckpt
-    if ckpt.exists():  # a fresh run must never resume from an old run's checkpoint by accident
-        shutil.rmtree(ckpt)
     return None
 
 
@@ -482,7 +480,7 @@ class _Run:
 def _epoch_callback(run: _Run, phase_idx: int, phase: Phase, epoch_offset: int, start_in_phase: int):
     """Per-epoch bookkeeping: RNG re-seed, mean train loss, the metrics table, checkpoint + model-best."""
     from fastai.callback.core import Callback
-    from fastcore.basics import noop
+    from fastai.imports import noop  # the very object ProgressCallback compares with (not fastcore's)
 
     columns = ["epoch", "train_loss", "valid_loss", "accuracy", "perplexity", "time"]
 
@@ -602,6 +600,9 @@ def _run(*, stage: str, cfg: LMConfig, preset: str, phases: list[Phase], store, 
     if ckpt is not None:
         log(f"resuming from {ckpt.name}/ after epoch {n_done} (phase {start_phase + 1}, epoch {start_epoch})")
 
+    if ckpt is None:  # a fresh run: an older run's checkpoint or model-best in OUT must not mix with this one
+        shutil.rmtree(out / CHECKPOINT, ignore_errors=True)
+        shutil.rmtree(out / "model-best", ignore_errors=True)
     try:
         offset = sum(p.epochs for p in phases[:start_phase])
         for i in range(start_phase, len(phases)):
@@ -614,7 +615,9 @@ def _run(*, stage: str, cfg: LMConfig, preset: str, phases: list[Phase], store, 
                 learn.unfreeze()
             else:
                 learn.freeze()  # only the last layer group trains: embeddings + decoder (awd_lstm_lm_split)
-            if ckpt is not None and i == start_phase:
+            if ckpt is not None and i == start_phase and first > 0:
+                # mid-phase: continue with the optimizer state (at a phase start freeze/unfreeze clears it, as
+                # it did in the uninterrupted run)
                 learn.opt.load_state_dict(_to_device(run.resume_opt, dev))
                 _set_rng_state(run.resume_rng)
             log(f"phase {i + 1}/{len(phases)}: {phase.name}")
