@@ -8,11 +8,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from test_predict import WORDS, make_bundle, make_texts
 from ulmfit.classify import Classifier, evaluate
 from ulmfit.classify.metrics import classification_report
 from ulmfit.cli.main import main
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One torch thread: tiny models on a shared 2-core machine run faster without thread hand-offs."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
