@@ -116,13 +116,19 @@ class SpacyRules:
         self._first_map = first_map
         self._last_map = last_map
 
-        self.n_fallback = 0  # boundaries where spaCy tokenized neighbouring spans together
+        self.n_fallback = 0  # segments of neighbouring spans tokenized by spaCy together
         self.n_whole = 0  # documents tokenized by spaCy whole
         self.strings: list[str] = []
         self._table: dict[str, int] = {}
         # word or span -> (token ids, tokens its right end may show the matcher, same for its left end)
         self._cache: dict[str, tuple] = {}
+        self._span_cache: dict[str, list[str]] = {}
         self._bos = (self._id_of(BOS),)
+        # Words not yet cached are tokenized many at a time, in one spaCy call on the words joined by "\n":
+        # each "\n" becomes a token of its own, and no special-case pattern contains a whitespace token, so
+        # no pattern can reach across it. (If a spaCy version ever had one, words go one by one.)
+        self._batch_fill = not any(c.isspace() for x in self._pair_left | self._pair_right for c in x)
+        self._markers = set(SPECIAL_TOKENS)
 
     # --- helpers ----------------------------------------------------------------------------------------
     def _id_of(self, tok: str) -> int:
@@ -166,7 +172,11 @@ class SpacyRules:
         ids: list[int] = []
         first_starts = prev_ends = None
         for k, span in enumerate(spans):
-            raw = [w.text for w in self.spacy(span)]
+            raw = self._span_cache.get(span)
+            if raw is None:
+                raw = [w.text for w in self.spacy(span)]
+                if len(self._span_cache) < 10_000:  # only short-lived, frequent spans such as "xxmaj"
+                    self._span_cache[span] = raw
             ends, starts = self._edges(raw[0], raw[-1])
             if k == 0:
                 first_starts = starts
@@ -196,15 +206,73 @@ class SpacyRules:
         self.n_whole += 1
         return [self._id_of(self._replace_space(w.text)) for w in self.spacy(text)]
 
+    def _fill(self, words: list[str]) -> None:
+        """Cache entries for `words` (raw, uncached) from one spaCy call per few thousand words."""
+        rules = self._word_rules
+        for lo in range(0, len(words), 4096):
+            chunk, procs, seps = words[lo:lo + 4096], [], []
+            pos = 0
+            for w in chunk:
+                t = w
+                for rule in rules:
+                    t = rule(t)
+                t = t.lower()
+                head, _, rest = t.partition(" ")
+                if rest and (head not in self._markers or " " in rest):
+                    procs.append(None)  # not "word" or "marker word": leave it to _lookup
+                    continue
+                procs.append(t)
+                pos += len(t)
+                seps.append(pos)
+                pos += 1
+            joined = "\n".join(p for p in procs if p is not None)
+            groups: list[list[str]] = [[]]
+            k = 0
+            for tok in self.spacy(joined):
+                if k < len(seps) and tok.idx == seps[k]:  # the "\n" after word k
+                    k += 1
+                    groups.append([])
+                else:
+                    groups[-1].append(tok.text)
+            it = iter(groups)
+            for w, proc in zip(chunk, procs):
+                if proc is None:
+                    continue
+                raw = next(it)
+                ends, starts = self._edges(raw[0], raw[-1])
+                if len(self._cache) < self.max_cache:
+                    self._cache[w] = (tuple(self._id_of(self._replace_space(x)) for x in raw), ends, starts, proc)
+
+    def _ids_batch(self, texts: list[str]) -> Iterator[list[int]]:
+        prepped = []
+        missing: dict[str, None] = {}
+        cache = self._cache
+        for text in texts:
+            text = apply_rules(str(text), self._text_rules).strip()  # lowercase() strips the ends anyway
+            runs = _RUNS.findall(text)  # word, whitespace, word, ... (stripped: starts with a word)
+            prepped.append((text, runs))
+            for w in runs[::2]:
+                if w not in cache:
+                    missing[w] = None
+        if missing and self._batch_fill:
+            self._fill(list(missing))
+        for text, runs in prepped:
+            yield self._ids_runs(text, runs)
+
     # --- tokenizing -------------------------------------------------------------------------------------
-    def _ids_word_path(self, text: str) -> list[int]:
-        text = apply_rules(text, self._text_rules).strip()  # lowercase() strips; the ends are whitespace
+    def _ids_runs(self, text: str, runs: list[str]) -> list[int]:
+        """Ids of one document from its runs (words at even, whitespace at odd positions).
+
+        Where a special-case pattern could span a boundary between two spans, the spans on both sides
+        (a "segment": spans joined by such boundaries) are tokenized by spaCy as one text. Boundaries no
+        pattern can cross split the document into independent pieces, so the result is exact. Whether a
+        boundary is crossable depends only on the cached entries, so each segment is tokenized once.
+        """
         cache, lookup, crosses = self._cache, self._lookup, self._crosses
-        runs = _RUNS.findall(text)  # word, whitespace, word, ... (stripped: starts with a word)
         out = list(self._bos)
         prev_ends = None
         last_run = last_out = 0  # where the previous span starts: its run, and its first id in `out`
-        seg_run = seg_out = -1  # the same for the segment being tokenized by spaCy as one (-1: none)
+        seg_run = seg_out = -1  # the same for the open segment (-1: none)
         for i, run in enumerate(runs):
             if i & 1:  # whitespace
                 if run == " ":
@@ -218,24 +286,24 @@ class SpacyRules:
             ids, ends, starts, _ = entry
             n = len(out)
             if prev_ends is not None and starts is not None and crosses(prev_ends, starts):
-                # A special-case pattern may span this boundary: spaCy tokenizes the spans around it as one
-                # text. Boundaries no pattern can cross separate independent pieces, so this is exact.
-                if seg_run < 0:
+                if seg_run < 0:  # open a segment at the previous span
                     seg_run, seg_out = last_run, last_out
-                seg, last_tok = self._segment(runs, seg_run, i)
+            elif seg_run >= 0:  # close the open segment, which ended with the previous span
                 del out[seg_out:]
-                out.extend(seg)
-                self.n_fallback += 1
-                prev_ends = self._edges(last_tok, last_tok)[0]
-            else:
+                out.extend(self._segment(runs, seg_run, last_run))
                 seg_run = -1
-                out.extend(ids)
-                prev_ends = ends
+                n = len(out)
+            out.extend(ids)
+            prev_ends = ends
             last_run, last_out = i, n
+        if seg_run >= 0:
+            del out[seg_out:]
+            out.extend(self._segment(runs, seg_run, last_run))
         return out
 
-    def _segment(self, runs: list[str], a: int, b: int) -> tuple[list[int], str]:
-        """Ids of runs[a..b] (processed) tokenized by spaCy as one text, and the last token."""
+    def _segment(self, runs: list[str], a: int, b: int) -> list[int]:
+        """Ids of runs[a..b] (processed) tokenized by spaCy as one text."""
+        self.n_fallback += 1
         parts = []
         for k in range(a, b + 1):
             run = runs[k]
@@ -243,8 +311,7 @@ class SpacyRules:
                 parts.append(run[1:] if k == a and run[0] == " " else run)
             else:
                 parts.append(self._cache[run][3] if self._cache.get(run) else self._lookup(run, True)[3])
-        raw = [w.text for w in self.spacy("".join(parts))]
-        return [self._id_of(self._replace_space(w)) for w in raw], raw[-1]
+        return [self._id_of(self._replace_space(w.text)) for w in self.spacy("".join(parts))]
 
     def _ids_plain(self, text: str) -> list[int]:
         text = apply_rules(text, self.rules)
@@ -259,11 +326,20 @@ class SpacyRules:
             prev_ends = ends
         return out
 
-    def ids(self, texts: Iterable[str]) -> Iterator[list[int]]:
+    def ids(self, texts: Iterable[str], batch: int = 64) -> Iterator[list[int]]:
         """Each text's tokens as indices into `self.strings`."""
-        one = self._ids_word_path if self._word_path else self._ids_plain
+        if not self._word_path:
+            for text in texts:
+                yield self._ids_plain(str(text))
+            return
+        group: list[str] = []
         for text in texts:
-            yield one(str(text))
+            group.append(text)
+            if len(group) == batch:
+                yield from self._ids_batch(group)
+                group = []
+        if group:
+            yield from self._ids_batch(group)
 
     def __call__(self, texts: Iterable[str]) -> Iterator[list[str]]:
         strings = self.strings
