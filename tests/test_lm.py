@@ -169,3 +169,31 @@ def test_pretrain_without_valid_split_or_text(work, capsys, tmp_path):
     assert not (tmp_path / "o").exists()
     rc = main(["pretrain", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "o"), "--preset", "tiny"])
     assert rc == 1 and capsys.readouterr().err.startswith("error: ")
+
+
+def test_lm_finetune_can_extend_the_vocabulary(pretrained, work):
+    import torch
+
+    from ulmfit.data import Corpus
+    from ulmfit.lm.synthetic import number_words
+
+    out_dir, _, _ = pretrained
+    texts = [f"{number_words(k)} apples and {number_words(k + 1)} pears , {number_words(k + 2)} plums"
+             for k in range(1, 120)]
+    domain = Corpus(texts, [None] * len(texts), ["valid" if i % 4 == 0 else "train" for i in range(len(texts))],
+                    "fruit")
+    write_csv(work / "fruit.csv", domain)
+    rc, out = run(["lm-finetune", work / "fruit.csv", "--pretrained", out_dir, "--out", work / "ext", "--preset",
+                   "tiny", "--epochs", "0", "--set", "ft_extend_vocab=2", "--set", "ft_frozen_lr=1e-12",
+                   "--set", "wd=0"])
+    assert rc == 0, out
+    pre, b = read_bundle(out_dir), read_bundle(work / "ext")
+    old = pre.vocab.itos
+    assert b.vocab.itos[:len(old)] == old                       # pretrained ids keep their meaning
+    added = [w for w in b.vocab.itos[len(old):] if w != "xxfake"]
+    assert len(added) == 2 and set(added) <= {"apples", "pears", "plums"}
+    assert b.meta["pretrained"]["extended"]["added"] == 2 and "extending the pretrained vocabulary" in out
+    emb_old, emb = pre.load_state("model")["0.encoder.weight"], b.load_state("model")["0.encoder.weight"]
+    assert torch.allclose(emb[:len(old)], emb_old, atol=1e-6)
+    for w in added:
+        assert torch.allclose(emb[b.vocab.stoi[w]], emb_old.mean(0), atol=1e-6)

@@ -42,6 +42,8 @@ class LMConfig:
     ft_frozen_lr: float = 2e-2 # lm-finetune, phase 1: only embeddings + decoder train (body frozen)
     ft_freeze_epochs: int = 1  # lm-finetune, phase 1 length
     ft_lr: float = 2e-3        # lm-finetune, phase 2: all layers
+    ft_extend_vocab: int = 0   # lm-finetune from a rules-tokenizer bundle: add up to N frequent domain words the
+                               # pretrained vocab lacks (their rows start as the mean, as match_embeds does)
     moms: tuple[float, float, float] = (0.8, 0.7, 0.8)  # Adam beta1 start/middle/end of the cycle
     pct_start: float = 0.25    # fraction of the cycle spent warming up
     wd: float = 0.1            # decoupled weight decay (fastai's text tutorial uses 0.1 for the LM)
@@ -217,6 +219,7 @@ def validate(cfg: LMConfig) -> None:
         need(getattr(cfg, k) >= 1, k, ">= 1")
     need(cfg.epochs >= 0, "epochs", ">= 0")
     need(cfg.ft_freeze_epochs >= 0, "ft_freeze_epochs", ">= 0")
+    need(cfg.ft_extend_vocab >= 0, "ft_extend_vocab", ">= 0")
     for k in ("output_p", "hidden_p", "input_p", "embed_p", "weight_p"):
         need(0.0 <= getattr(cfg, k) < 1.0, k, "in [0, 1)")
     need(cfg.drop_mult >= 0 and all(getattr(cfg, k) * cfg.drop_mult < 1.0 for k in
@@ -289,7 +292,7 @@ def format_schedule(phases: list[Phase]) -> str:
 def format_config(cfg: LMConfig) -> str:
     d = cfg.to_dict()
     groups = (("model", ARCH_KEYS + ("alpha", "beta")),
-              ("training", ("epochs", "bs", "seq_len", "lr", "ft_frozen_lr", "ft_freeze_epochs", "ft_lr", "moms",
+              ("training", ("epochs", "bs", "seq_len", "lr", "ft_frozen_lr", "ft_freeze_epochs", "ft_lr", "ft_extend_vocab", "moms",
                             "pct_start", "wd", "clip")),
               ("tokenizer", TOKENIZER_KEYS))
     return "\n".join(f"  {name}: " + ", ".join(f"{k}={d[k]}" for k in keys) for name, keys in groups)

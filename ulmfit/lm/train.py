@@ -124,6 +124,9 @@ def finetune(src: str | Path | Corpus, pretrained: str | Path, out: str | Path, 
     if ckpt is not None:
         tok, vocab = TextTokenizer.load(ckpt / "tokenizer"), Vocab.load(ckpt / "vocab.json")
         store = build_store(corpus, tokenizer=tok, vocab=vocab)
+    elif source["kind"] == "bundle" and cfg.ft_extend_vocab:
+        store, init_state, note = _extend_vocab(source, corpus, cfg.ft_extend_vocab)
+        notes.append(note)
     elif source["kind"] == "bundle":
         b = source["bundle"]
         store = build_store(corpus, tokenizer=b.tokenizer, vocab=b.vocab)
@@ -143,7 +146,7 @@ def finetune(src: str | Path | Corpus, pretrained: str | Path, out: str | Path, 
                              "ratio": round(match.overlap, 4)}
     for n in notes:
         log(n)
-    info = {k: v for k, v in source.items() if k in ("kind", "name", "overlap", "preset")}
+    info = {k: v for k, v in source.items() if k in ("kind", "name", "overlap", "preset", "extended")}
     result = _run(stage="finetune", cfg=cfg, preset=preset, phases=phases, store=store, corpus=corpus, out=out,
                   seed=seed, backwards=backwards, device=device, init_state=init_state, pretrained_info=info,
                   ckpt=ckpt, log=log)
@@ -152,6 +155,37 @@ def finetune(src: str | Path | Corpus, pretrained: str | Path, out: str | Path, 
 
 
 # ------------------------------------------------------------------------------------------- setup helpers
+
+
+def _extend_vocab(source: dict, corpus: Corpus, n_max: int) -> tuple[Any, dict, str]:
+    """Our bundle's vocab + up to `n_max` frequent domain words it lacks (rules tokenizer only).
+
+    The domain vocabulary is built with the bundle's own tokenizer and spec (max_vocab, min_freq); the new words
+    are appended after the pretrained ids (which keep their rows) and their embedding/decoder rows start from
+    the mean, as in fastai's `match_embeds`.
+    """
+    from ulmfit.lm.model import normalize_state
+    from ulmfit.lm.wt103 import extend_embeds
+    from ulmfit.store import build_store
+    from ulmfit.tokenize import Vocab
+    from ulmfit.tokenize.vocab import FAKE
+
+    b = source["bundle"]
+    if b.tokenizer.spec.kind != "rules":
+        raise UlmfitError("ft_extend_vocab needs a rules-tokenizer model: sentencepiece has no unknown words",
+                          hint="drop --set ft_extend_vocab")
+    old = list(b.vocab.itos)
+    domain = build_store(corpus, tokenizer=b.tokenizer)   # the domain vocab, in frequency order
+    have = set(old)
+    new = [w for w in domain.vocab.itos if w not in have and w != FAKE][:n_max]
+    itos = old + new
+    itos += [FAKE] * (-len(itos) % 8)                      # fastai keeps vocab sizes a multiple of 8
+    vocab = Vocab(itos)
+    state = extend_embeds(normalize_state(b.load_state("model")), len(itos))
+    source["extended"] = {"added": len(new), "pretrained_vocab": len(old), "vocab": len(itos)}
+    store = build_store(corpus, tokenizer=b.tokenizer, vocab=vocab)
+    return store, state, (f"extending the pretrained vocabulary of {len(old)} tokens with {len(new)} frequent "
+                          f"domain words (mean embedding to start); reusing the pretrained tokenizer")
 
 
 def _as_config(cfg: LMConfig | str, preset: str | None) -> tuple[str, LMConfig]:

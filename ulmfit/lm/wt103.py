@@ -151,3 +151,22 @@ def match_embeds(state: dict[str, torch.Tensor], old_itos: list[str], new_itos: 
         new_b[found] = bias[idx[found]]
         out["1.decoder.bias"] = new_b
     return out, VocabMatch(n_new=len(new_itos), n_found=int(found.sum()), n_old=len(old_itos))
+
+
+def extend_embeds(state: dict[str, torch.Tensor], n_total: int) -> dict[str, torch.Tensor]:
+    """Grow the embedding/decoder rows to `n_total`: existing ids keep their rows exactly, appended ids get the
+    mean embedding and mean decoder bias (match_embeds' rule for unknown words)."""
+    wgts = state["0.encoder.weight"]                                # (n_old, emb)
+    n_old = wgts.shape[0]
+    new_w = wgts.mean(0, keepdim=True).repeat(n_total, 1)           # (n_total, emb)
+    new_w[:n_old] = wgts
+    out = dict(state)
+    out["0.encoder.weight"] = new_w
+    out["0.encoder_dp.emb.weight"] = new_w
+    out["1.decoder.weight"] = new_w.clone()
+    bias = state.get("1.decoder.bias")
+    if bias is not None:
+        new_b = bias.mean().repeat(n_total)
+        new_b[:n_old] = bias
+        out["1.decoder.bias"] = new_b
+    return out
