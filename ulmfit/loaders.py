@@ -53,6 +53,8 @@ def _make_lm_loader_class():
         def __init__(self, sources: list[tuple[np.ndarray, np.ndarray]], bs: int = 64, seq_len: int = 72,
                      shuffle: bool = False, seed: int = 42, backwards: bool = False,
                      random_bptt: bool = False, device=None, what: str = "train", **kwargs) -> None:
+            # Plain ndarray views of the memory maps: slicing them is much cheaper than slicing np.memmap.
+            sources = [(np.asarray(ids), np.asarray(off)) for ids, off in sources]
             self.sources, self.seq_len, self.seed, self.backwards = sources, seq_len, seed, backwards
             self.random_bptt, self.what, self.epoch = random_bptt, what, 0
             starts, ends, src = [], [], []
@@ -155,7 +157,7 @@ def _make_clas_loader_class():
         def __init__(self, ids: np.ndarray, offsets: np.ndarray, y: np.ndarray | None, bs: int = 64,
                      pad_id: int = 1, seq_len: int = 72, shuffle: bool = False, seed: int = 42,
                      backwards: bool = False, drop_last: bool = False, device=None, **kwargs) -> None:
-            self.ids_, self.offsets_, self.y = ids, offsets, y
+            self.ids_, self.offsets_, self.y = np.asarray(ids), np.asarray(offsets), y
             self.lens = np.diff(offsets)
             self.pad_id, self.seq_len, self.seed, self.backwards = pad_id, seq_len, seed, backwards
             self.epoch = 0
