@@ -122,9 +122,9 @@ def test_lm_trains_with_fastai_learner(store: TokenStore) -> None:
     learn = Learner(dls, model, loss_func=CrossEntropyLossFlat(), cbs=[ModelResetter(), RNNCallback()])
     with learn.no_bar(), learn.no_logging():
         before = learn.validate()[0]
-        learn.fit(2, 5e-2)
+        learn.fit(1, 5e-2)
         after = learn.validate()[0]
-    assert after < before - 0.3  # it learned the word distribution (the text is random: ~log(40) is the floor)
+    assert after < before - 0.25  # it learned the word distribution (the text is random: ~log(40) is the floor)
 
 
 # --- classifier -------------------------------------------------------------------------------------------

@@ -41,11 +41,23 @@ def rules() -> TextTokenizer:
     return train_tokenizer(TokenizerSpec(), [])
 
 
+_FASTAI_TOK = []
+
+
+def _fastai_spacy():
+    """One fastai SpacyTokenizer for the whole module (building a spaCy pipeline takes a while)."""
+    if not _FASTAI_TOK:
+        from fastai.text.core import SpacyTokenizer
+
+        _FASTAI_TOK.append(SpacyTokenizer())
+    return _FASTAI_TOK[0]
+
+
 def _fastai_batch_tokens(texts: list[str]) -> list[list[str]]:
     """fastai's training path: tokenize_texts -> parallel_tokenize -> TokenizeWithRules(SpacyTokenizer())."""
-    from fastai.text.core import SpacyTokenizer, tokenize_texts
+    from fastai.text.core import tokenize_texts
 
-    return [list(t) for t in tokenize_texts(texts, n_workers=0, tok=SpacyTokenizer())]
+    return [list(t) for t in tokenize_texts(texts, n_workers=0, tok=_fastai_spacy())]
 
 
 def _random_texts(n: int, seed: int) -> list[str]:
@@ -64,12 +76,12 @@ def _random_texts(n: int, seed: int) -> list[str]:
 
 @pytest.mark.parametrize("text", TRICKY)
 def test_rules_identical_to_fastai(rules: TextTokenizer, text: str) -> None:
-    from fastai.text.core import SpacyTokenizer, Tokenizer, replace_space
+    from fastai.text.core import Tokenizer, replace_space
 
     ours = rules.tokenize1(text)
     assert ours == _fastai_batch_tokens([text])[0]
     # fastai's single-text Tokenizer.encodes skips the replace_space post-rule; otherwise the same tokens.
-    single = Tokenizer(SpacyTokenizer())(text)
+    single = Tokenizer(_fastai_spacy())(text)
     assert ours == [replace_space(t) for t in single]
     assert ours[0] == "xxbos"
 
