@@ -49,9 +49,63 @@ def run_tfidf(train: Corpus, test: Corpus, seed: int) -> dict:
     return {"accuracy": acc, "C": grid.best_params_["C"]}
 
 
+def labeled_corpus(train: Corpus, test: Corpus, seed: int) -> Corpus:
+    """The n labeled reviews (10% of them held out as the classifier's validation split) + the test sample.
+    Model selection only ever sees the n labels."""
+    from ulmfit.data.splits import carve_splits
+
+    splits = carve_splits(train.labels, ["train"] * len(train), 0.1, seed)
+    return Corpus(train.texts + test.texts, train.labels + test.labels, splits + ["test"] * len(test),
+                  f"imdb-{len(train)}")
+
+
+def lm_corpus(lm: Corpus, seed: int) -> Corpus:
+    """Unlabeled view of train + unsup texts for the LM, 2% held out to measure perplexity (no test text)."""
+    from ulmfit.data.splits import carve_splits
+
+    splits = carve_splits([None] * len(lm), ["train"] * len(lm), 0.02, seed)
+    return Corpus(lm.texts, [None] * len(lm), splits, "imdb-lm")
+
+
+def run_ulmfit(args: argparse.Namespace, train: Corpus, test: Corpus, lm: Corpus, scratch: bool) -> dict:
+    """The project's pipeline: LM pretraining on unlabeled IMDb (unless --lm names a bundle to reuse), then the
+    classifier with gradual unfreezing; or the same classifier --from-scratch."""
+    from ulmfit.classify import evaluate
+    from ulmfit.classify.config import resolve_config as clas_config
+    from ulmfit.classify.train import train_classifier
+    from ulmfit.lm import pretrain, resolve_config
+
+    out = args.work / f"{'scratch' if scratch else 'ulmfit'}-{len(train)}-s{args.seed}"
+    result: dict = {}
+    lm_dir = args.lm
+    if not scratch and lm_dir is None:
+        t = time.perf_counter()
+        sets = list(args.lm_set or [])
+        cfg = resolve_config(args.preset, sets=sets)
+        res = pretrain(lm_corpus(lm, args.seed), out / "lm", cfg, seed=args.seed,
+                       max_docs=args.lm_docs or None)
+        lm_dir = res.best
+        result.update(lm_perplexity=res.final.get("perplexity"), lm_accuracy=res.final.get("accuracy"),
+                      lm_wall_s=round(time.perf_counter() - t, 1))
+    t = time.perf_counter()
+    ccfg = clas_config(args.preset, sets=list(args.clas_set or []), overrides={"from_scratch": scratch} if scratch else None)
+    clas = train_classifier(labeled_corpus(train, test, args.seed), lm=None if scratch else lm_dir,
+                            out=out / "clas", config=ccfg)
+    rep = evaluate([clas.best], labeled_corpus(train, test, args.seed), split="test")
+    result.update(accuracy=rep.headline["accuracy"], clas_wall_s=round(time.perf_counter() - t, 1),
+                  lm=str(lm_dir) if lm_dir else None)
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("config", choices=["tfidf"], help="which configuration to run")
+    p.add_argument("config", choices=["tfidf", "ulmfit", "scratch"], help="which configuration to run")
+    p.add_argument("--preset", default="small", help="LM and classifier preset")
+    p.add_argument("--lm", type=Path, default=None, help="reuse this LM bundle instead of pretraining one")
+    p.add_argument("--lm-docs", type=int, default=0, help="LM trains on at most this many documents (0 = all)")
+    p.add_argument("--lm-set", action="append", help="LM config override key=value (repeatable)")
+    p.add_argument("--clas-set", action="append", help="classifier config override key=value (repeatable)")
+    p.add_argument("--work", type=Path, default=Path("runs/bench_imdb"), help="where models are written")
     p.add_argument("--labels", type=int, nargs="+", default=[100, 1000], help="labeled training set sizes")
     p.add_argument("--test-size", type=int, default=5000, help="stratified test sample size (0 = all 25,000)")
     p.add_argument("--seed", type=int, default=0, help="seed for samples and training")
@@ -61,8 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     for n in args.labels:
         t0 = time.perf_counter()
-        train, test, _ = imdb_splits(args.test_size, n, args.seed)
-        result = run_tfidf(train, test, args.seed)
+        train, test, lm = imdb_splits(args.test_size, n, args.seed)
+        if args.config == "tfidf":
+            result = run_tfidf(train, test, args.seed)
+        else:
+            result = run_ulmfit(args, train, test, lm, scratch=args.config == "scratch")
         row = {"config": args.config, "labels": n, "test_size": len(test), "seed": args.seed,
                "wall_s": round(time.perf_counter() - t0, 1), "command": command, **result}
         print(json.dumps(row))
