@@ -264,3 +264,14 @@ def test_tokenizer_load_errors(tmp_path) -> None:
         TextTokenizer.load(tmp_path)
     with pytest.raises(UlmfitError, match="needs its trained model"):
         TextTokenizer(TokenizerSpec(kind="sentencepiece"))
+
+
+def test_tokenizer_pickles_without_its_engine(sp_tok: TextTokenizer) -> None:
+    import pickle
+
+    # Worker processes rebuild the engine from (spec, model bytes); nothing spaCy-specific is pickled.
+    for tok in (TextTokenizer(TokenizerSpec()), sp_tok):
+        blob = pickle.dumps(tok)
+        assert len(blob) < 10_000 + len(tok.sp_model or b"")
+        again = pickle.loads(blob)
+        assert again.spec == tok.spec and again.tokenize1("A GREAT movie!!!") == tok.tokenize1("A GREAT movie!!!")
