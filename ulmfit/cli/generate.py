@@ -24,8 +24,15 @@ Greedy = Annotated[bool, typer.Option("--greedy", help="Always take the most lik
 AllowUnk = Annotated[bool, typer.Option("--allow-unk", help="Allow the unknown-word token xxunk in the output.")]
 
 
+HELP = (
+    "Generate text from a prompt with a language model.\n\n"
+    "The prompt is read once and the LSTM state carried forward one token at a time (cost linear in the words "
+    "generated). Prints each sample; several samples are separated by a blank line."
+)
+
+
 def register(app: typer.Typer) -> None:
-    @app.command("generate")
+    @app.command("generate", help=HELP)
     def generate(
         model: Model,
         prompt: Prompt,
@@ -39,11 +46,6 @@ def register(app: typer.Typer) -> None:
         allow_unk: AllowUnk = False,
         device: Device = None,
     ) -> None:
-        """Generate text from a prompt with a language model.
-
-        The prompt is read once and the LSTM state carried forward one token at a time (cost linear in the
-        words generated). Prints each sample; several samples are separated by a blank line.
-        """
         from ulmfit.generate import SamplingOptions
 
         SamplingOptions(words=words, temperature=temperature, top_k=top_k, top_p=top_p, samples=samples,

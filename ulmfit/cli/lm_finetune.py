@@ -14,8 +14,17 @@ Pretrained = Annotated[str, typer.Option(
     "files (lstm_fwd.pth or lstm_bwd.pth + itos_wt103.pkl), or wt103.")]
 
 
+HELP = (
+    "Fine-tune a pretrained language model on a domain corpus.\n\n"
+    "ULMFiT's schedule: ft_freeze_epochs (1) epoch training only the embeddings and decoder, then --epochs with "
+    "all layers (one-cycle each, printed first). The architecture comes from the pretrained model; our bundles "
+    "keep their tokenizer and vocabulary (--set ft_extend_vocab=N adds frequent domain words), fastai's WT103 "
+    "weights are mapped onto a domain vocabulary (overlap printed)."
+)
+
+
 def register(app: typer.Typer) -> None:
-    @app.command("lm-finetune")
+    @app.command("lm-finetune", help=HELP)
     def lm_finetune(
         src: Src,
         pretrained: Pretrained,
@@ -33,12 +42,6 @@ def register(app: typer.Typer) -> None:
         resume: Resume = False,
         device: Device = None,
     ) -> None:
-        """Fine-tune a pretrained language model on a domain corpus.
-
-        ULMFiT's schedule: ft_freeze_epochs (1) training only the embeddings and decoder, then --epochs with all
-        layers (one-cycle each). The architecture comes from the pretrained model; our bundles keep their
-        tokenizer and vocabulary, fastai's WT103 weights are mapped onto a domain vocabulary (overlap printed).
-        """
         from ulmfit.lm.train import finetune
 
         cfg, explicit = lm_options(preset, config, set_, epochs, bs)

@@ -28,8 +28,17 @@ def lm_options(preset: str, config: Path | None, set_: list[str] | None, epochs:
     return cfg, explicit_keys(config, set_, overrides)
 
 
+HELP = (
+    "Pretrain an AWD-LSTM language model from scratch on a corpus.\n\n"
+    "Trains the tokenizer and vocabulary on the non-test splits, then the LM on train+unsup with valid for "
+    "validation (one-cycle, AR/TAR, gradient clipping); the splits used, the resolved config and the schedule "
+    "are printed first. Writes OUT/model-best and OUT/model-last (bundles) and a checkpoint every epoch for "
+    "--resume."
+)
+
+
 def register(app: typer.Typer) -> None:
-    @app.command("pretrain")
+    @app.command("pretrain", help=HELP)
     def pretrain(
         src: Src,
         out: Out,
@@ -46,12 +55,6 @@ def register(app: typer.Typer) -> None:
         resume: Resume = False,
         device: Device = None,
     ) -> None:
-        """Pretrain an AWD-LSTM language model from scratch on a corpus.
-
-        Trains the tokenizer and vocabulary on the non-test splits, then the LM on train+unsup with valid for
-        validation (one-cycle, AR/TAR, gradient clipping; config and schedule printed first). Writes
-        OUT/model-best and OUT/model-last (bundles) and checkpoints every epoch for --resume.
-        """
         from ulmfit.lm.train import pretrain as run
 
         cfg, _ = lm_options(preset, config, set_, epochs, bs)
