@@ -143,9 +143,11 @@ def test_lm_finetune_missing_or_bad_pretrained(pretrained, work, capsys, tmp_pat
 
 
 def test_backwards_direction_is_recorded_and_enforced(pretrained, work, capsys):
-    small = write_csv(work / "small.csv", human_numbers(n_docs=60, seed=3))
-    rc, out = run(["pretrain", small, "--out", work / "bwd", "--preset", "tiny", "--epochs", "1", "--backwards"])
+    small = write_csv(work / "small.csv", human_numbers(n_docs=80, seed=3))
+    rc, out = run(["pretrain", small, "--out", work / "bwd", "--preset", "tiny", "--epochs", "1", "--backwards",
+                   "--max-docs", "50"])
     assert rc == 0, out
+    assert "training on train (50 docs); validating on valid (8 docs)" in out  # --max-docs caps each split
     b = read_bundle(work / "bwd")
     assert b.direction == "backward" and b.config["direction"] == "backward" and b.backwards
     assert "(pretrain, backward" in out
