@@ -191,14 +191,13 @@ def compare(args) -> str:
               f"{cfg.bs}x{cfg.seq_len}", file=sys.stderr, flush=True)
         ours, theirs = [], []
         for r in range(args.rounds):
-            torch.manual_seed(args.seed)
-            ours.append(_ours(cfg, store, args.seed, args.batches, args.warmup))
-            print(f"  round {r + 1}: ulmfit {ours[-1][0]:.0f} tok/s (median batch {ours[-1][1]:.0f}, best "
-                  f"{ours[-1][2]:.0f})", file=sys.stderr, flush=True)
-            torch.manual_seed(args.seed)
-            theirs.append(_fastai(cfg, store, args.seed, args.batches, args.warmup))
-            print(f"  round {r + 1}: fastai {theirs[-1][0]:.0f} tok/s (median batch {theirs[-1][1]:.0f}, best "
-                  f"{theirs[-1][2]:.0f})", file=sys.stderr, flush=True)
+            # alternate who goes first, so a drift in the machine's load favours neither side
+            sides = [("ulmfit", _ours, ours), ("fastai", _fastai, theirs)]
+            for name, fn, acc in (sides if r % 2 == 0 else sides[::-1]):
+                torch.manual_seed(args.seed)
+                acc.append(fn(cfg, store, args.seed, args.batches, args.warmup))
+                print(f"  round {r + 1}: {name} {acc[-1][0]:.0f} tok/s (median batch {acc[-1][1]:.0f}, best "
+                      f"{acc[-1][2]:.0f})", file=sys.stderr, flush=True)
         parts = _breakdown(cfg, store, args.seed, max(3, args.batches // 3), 1)
         step = sum(parts.values())
         f_loader = _fastai_loader_time(cfg, store, 50)
@@ -209,8 +208,8 @@ def compare(args) -> str:
         cols = ("wall time", "median batch", "best batch")
         lines += [f"### `{preset}` preset: emb {cfg.emb_sz}, hidden {cfg.n_hid}, {cfg.n_layers} layers, "
                   f"vocab {len(store.vocab.itos)}, batch {cfg.bs} x {cfg.seq_len} ({tok_batch} tokens)", "",
-                  f"Tokens/s over {args.batches} timed batches x {args.rounds} alternating rounds (median over "
-                  "rounds; best batch: max over rounds):", "",
+                  f"Tokens/s over {args.batches} timed batches x {args.rounds} rounds, each side first in every other "
+                  "round (median over rounds; best batch: max over rounds):", "",
                   "| pipeline | " + " | ".join(cols) + " |", "|---|---:|---:|---:|",
                   "| ulmfit (`ulmfit pretrain`) | " + " | ".join(f"{agg(ours, k):,.0f}" for k in range(3)) + " |",
                   "| fastai `language_model_learner` | " + " | ".join(f"{agg(theirs, k):,.0f}" for k in range(3))

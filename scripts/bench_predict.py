@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -29,6 +30,21 @@ def load_reviews(src: str, split: str, n: int, seed: int) -> tuple[list[str], li
     corpus = load_corpus(src, valid_pct=0, seed=seed).select(split)
     corpus = subsample(corpus, split, n, seed=seed, stratified=True)
     return corpus.texts, [str(y) for y in corpus.labels]
+
+
+def map_labels(labels: list[str], names: list[str], spec: str | None) -> list[str]:
+    """Data labels in the model's names: `spec` "neg=negative,pos=positive", else a unique prefix match
+    (aclImdb's neg/pos vs imdb-sample's negative/positive)."""
+    if spec:
+        mapping = dict(kv.split("=", 1) for kv in spec.split(","))
+    else:
+        mapping = {}
+        for y in sorted(set(labels)):
+            hits = [n for n in names if n == y] or [n for n in names if n.startswith(y) or y.startswith(n)]
+            if len(hits) != 1:
+                sys.exit(f"cannot map data label {y!r} to one of the model's labels {names}; pass --label-map")
+            mapping[y] = hits[0]
+    return [mapping[y] for y in labels]
 
 
 def fastai_learner(clf, texts: list[str], labels: list[str]):
@@ -80,6 +96,8 @@ def main() -> None:
     ap.add_argument("--bs", type=int, default=64, help="ulmfit inference batch size")
     ap.add_argument("--int8", action="store_true", help="also measure the int8 dynamic-quantized path")
     ap.add_argument("--skip-fastai", action="store_true", help="only time ulmfit")
+    ap.add_argument("--label-map", help="data label -> model label, e.g. neg=negative,pos=positive "
+                    "(default: unique prefix match)")
     ap.add_argument("--json", type=Path, help="write the summary here too")
     args = ap.parse_args()
 
@@ -89,10 +107,11 @@ def main() -> None:
 
     texts, labels = load_reviews(args.src, args.split, args.n, args.seed)
     lat_texts = texts[: args.latency_n]
-    res: dict = {"n": len(texts), "source": f"{args.src}/{args.split}", "model": str(args.model), "threads": torch.get_num_threads(),
+    clf = Classifier.load(args.model, device="cpu")  # applies ULMFIT_THREADS (to fastai as well: same process)
+    labels = map_labels(labels, clf.labels, args.label_map)
+    res: dict = {"n": len(texts), "source": f"{args.src}/{args.split}", "model": str(args.model),
+                 "threads": torch.get_num_threads(), "load_avg_start": os.getloadavg()[0],
                  "machine": platform.machine(), "python": platform.python_version(), "torch": torch.__version__}
-
-    clf = Classifier.load(args.model, device="cpu")
     clf.predict(texts[:8])  # warm-up: spaCy and torch kernels
     probs, secs = timed(clf.predict_proba, texts, bs=args.bs)
     res["ulmfit"] = {"seconds": secs, "reviews_per_s": len(texts) / secs, "accuracy": accuracy(probs, labels, clf.labels)}
@@ -126,6 +145,7 @@ def main() -> None:
         if "ulmfit_int8" in res:
             res["speedup_throughput_int8"] = res["ulmfit_int8"]["reviews_per_s"] / res["fastai"]["reviews_per_s"]
             res["speedup_latency_int8"] = res["fastai"]["latency_ms_median"] / res["ulmfit_int8"]["latency_ms_median"]
+    res["load_avg_end"] = os.getloadavg()[0]
     print(json.dumps(res, indent=2))
     if args.json:
         args.json.write_text(json.dumps(res, indent=2) + "\n")
