@@ -94,6 +94,7 @@ def main() -> None:
     ap.add_argument("--latency-n", type=int, default=30, help="single reviews timed for latency")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--bs", type=int, default=64, help="ulmfit inference batch size")
+    ap.add_argument("--block", type=int, default=500, help="reviews per interleaved block")
     ap.add_argument("--int8", action="store_true", help="also measure the int8 dynamic-quantized path")
     ap.add_argument("--skip-fastai", action="store_true", help="only time ulmfit")
     ap.add_argument("--label-map", help="data label -> model label, e.g. neg=negative,pos=positive "
@@ -113,38 +114,56 @@ def main() -> None:
                  "threads": torch.get_num_threads(), "load_avg_start": os.getloadavg()[0],
                  "machine": platform.machine(), "python": platform.python_version(), "torch": torch.__version__}
     clf.predict(texts[:8])  # warm-up: spaCy and torch kernels
-    probs, secs = timed(clf.predict_proba, texts, bs=args.bs)
-    res["ulmfit"] = {"seconds": secs, "reviews_per_s": len(texts) / secs, "accuracy": accuracy(probs, labels, clf.labels)}
-    lat = [timed(clf.predict, [t])[1] for t in lat_texts]
-    res["ulmfit"]["latency_ms_median"] = 1000 * statistics.median(lat)
-    print(json.dumps({"ulmfit": res["ulmfit"]}), file=sys.stderr, flush=True)
-
+    runners = {"ulmfit": lambda ts: clf.predict_proba(ts, bs=args.bs)}
+    singles = {"ulmfit": lambda t: clf.predict([t])}
     if args.int8:
         q = Classifier.load(args.model, device="cpu", quantize=True)
         q.predict(texts[:8])
-        qprobs, qsecs = timed(q.predict_proba, texts, bs=args.bs)
-        qlat = [timed(q.predict, [t])[1] for t in lat_texts]
-        res["ulmfit_int8"] = {"seconds": qsecs, "reviews_per_s": len(texts) / qsecs,
-                              "accuracy": accuracy(qprobs, labels, q.labels),
-                              "latency_ms_median": 1000 * statistics.median(qlat)}
-        res["ulmfit_int8"]["accuracy_drop_points"] = 100 * (res["ulmfit"]["accuracy"] -
-                                                            res["ulmfit_int8"]["accuracy"])
-        print(json.dumps({"ulmfit_int8": res["ulmfit_int8"]}), file=sys.stderr, flush=True)
-
+        runners["ulmfit_int8"] = lambda ts: q.predict_proba(ts, bs=args.bs)
+        singles["ulmfit_int8"] = lambda t: q.predict([t])
     if not args.skip_fastai:
         learn = fastai_learner(clf, texts, labels)
         learn.predict(texts[0])  # warm-up
-        with learn.no_bar():
-            (fprobs, _), fsecs = timed(lambda: learn.get_preds(dl=learn.dls.test_dl(texts)))
-            flat = [timed(learn.predict, t)[1] for t in lat_texts]
-        res["fastai"] = {"seconds": fsecs, "reviews_per_s": len(texts) / fsecs,
-                         "accuracy": accuracy(fprobs.numpy(), labels, clf.labels),
-                         "latency_ms_median": 1000 * statistics.median(flat)}
-        res["speedup_throughput"] = res["ulmfit"]["reviews_per_s"] / res["fastai"]["reviews_per_s"]
-        res["speedup_latency"] = res["fastai"]["latency_ms_median"] / res["ulmfit"]["latency_ms_median"]
-        if "ulmfit_int8" in res:
-            res["speedup_throughput_int8"] = res["ulmfit_int8"]["reviews_per_s"] / res["fastai"]["reviews_per_s"]
-            res["speedup_latency_int8"] = res["fastai"]["latency_ms_median"] / res["ulmfit_int8"]["latency_ms_median"]
+
+        def fastai_batch(ts):
+            with learn.no_bar():
+                return learn.get_preds(dl=learn.dls.test_dl(ts))[0].numpy()
+
+        def fastai_one(t):
+            with learn.no_bar():
+                return learn.predict(t)
+
+        runners["fastai"], singles["fastai"] = fastai_batch, fastai_one
+
+    # Interleaved: block k of the reviews goes through every implementation before block k+1, and single
+    # reviews alternate too, so that a shared machine's changing load hits all of them alike.
+    blocks = [texts[i:i + args.block] for i in range(0, len(texts), args.block)]
+    secs = {k: 0.0 for k in runners}
+    probs: dict[str, list] = {k: [] for k in runners}
+    for i, block in enumerate(blocks):
+        for name, run in runners.items():
+            p, dt = timed(run, block)
+            secs[name] += dt
+            probs[name].append(p)
+        print(f"block {i + 1}/{len(blocks)}: " + ", ".join(f"{k} {len(texts[:(i + 1) * args.block]) / v:.1f}/s"
+                                                         for k, v in secs.items()), file=sys.stderr, flush=True)
+    lat: dict[str, list[float]] = {k: [] for k in singles}
+    for t in lat_texts:
+        for name, one in singles.items():
+            lat[name].append(timed(one, t)[1])
+    import numpy as np
+
+    for name in runners:
+        res[name] = {"seconds": secs[name], "reviews_per_s": len(texts) / secs[name],
+                     "accuracy": accuracy(np.concatenate(probs[name]), labels, clf.labels),
+                     "latency_ms_median": 1000 * statistics.median(lat[name])}
+    if "ulmfit_int8" in res:
+        res["ulmfit_int8"]["accuracy_drop_points"] = 100 * (res["ulmfit"]["accuracy"] - res["ulmfit_int8"]["accuracy"])
+    if "fastai" in res:
+        for name in [k for k in res if k.startswith("ulmfit") and isinstance(res[k], dict) and "seconds" in res[k]]:
+            suffix = name[len("ulmfit"):]
+            res[f"speedup_throughput{suffix}"] = res[name]["reviews_per_s"] / res["fastai"]["reviews_per_s"]
+            res[f"speedup_latency{suffix}"] = res["fastai"]["latency_ms_median"] / res[name]["latency_ms_median"]
     res["load_avg_end"] = os.getloadavg()[0]
     print(json.dumps(res, indent=2))
     if args.json:
