@@ -2,19 +2,20 @@
 """LM training throughput: ulmfit's pipeline vs fastai's own `language_model_learner`, and where time goes.
 
     .venv/bin/python scripts/bench_lm.py --src /work/shared/data/imdb_sample.tgz --presets small paper \
-        --batches 30 --rounds 2
+        --batches 30
 
 For each preset, the same corpus is tokenized once (ulmfit's rules tokenizer = fastai's) and both learners train
-on the same token ids with the same config (sizes, dropouts, AR/TAR, clip, wd, moms, one-cycle), alternating
-ulmfit / fastai for --rounds rounds of --batches timed batches (after --warmup untimed ones):
+on the same token ids with the same config (sizes, dropouts, AR/TAR, clip, wd, moms, one-cycle):
 
     ulmfit   ulmfit.loaders.lm_dataloaders (memory-mapped token store) + ulmfit.lm.train.make_learner
     fastai   fastai.text.data.LMDataLoader over the same documents + language_model_learner(pretrained=False)
 
-Tokens/s = timed batches x bs x seq_len / wall time (loader included). The breakdown times one plain training
-step of the ulmfit model piece by piece (loader, encoder forward, decoder + softmax/loss forward, their
-backwards, optimizer step). `--sizes` instead sweeps model sizes on random ids (forward + backward + Adam),
-the measurement behind the `small` preset. Prints a markdown report (and appends it to --report if given).
+The two fits run in two threads that take turns batch by batch, so both see the same machine load (this CPU is
+shared); a batch is timed from the moment its side gets the turn (its loader fetches the batch) to its
+`after_batch`. The breakdown then times plain training steps of the ulmfit model piece by piece (loader,
+encoder forward, decoder + softmax/loss forward, their backwards, optimizer step). `--sizes` instead sweeps model
+sizes on random ids (forward + backward + Adam): the measurement behind the `small` preset. Prints a markdown
+report (and appends it to --report if given).
 """
 
 from __future__ import annotations
@@ -29,41 +30,64 @@ import time
 from pathlib import Path
 
 
-def _budget_cb(n_timed: int, warmup: int):
-    from fastai.callback.core import Callback, CancelFitException
+class _Turns:
+    """Two fits in two threads that take turns, one batch each."""
 
-    class Budget(Callback):
-        """Times `n_timed` training batches after `warmup`, then stops the fit."""
+    def __init__(self, n_timed: int, warmup: int) -> None:
+        import threading
 
-        order = 99
+        self.cond = threading.Condition()
+        self.turn = "ulmfit"
+        self.n_timed, self.warmup = n_timed, warmup
+        self.times: dict[str, list[tuple[float, int]]] = {"ulmfit": [], "fastai": []}
+        self.done: set[str] = set()
 
-        def before_fit(self):
-            self.i, self.t0, self.tokens, self.elapsed, self.times, self.last = 0, None, 0, None, [], None
+    def callback(self, name: str):
+        from fastai.callback.core import Callback, CancelFitException
 
-        def after_batch(self):
-            if not self.training:
-                return
-            self.i += 1
-            now = time.perf_counter()
-            if self.i == warmup:
-                self.t0 = now
-            elif self.i > warmup:
-                self.tokens += self.xb[0].numel()
-                self.times.append((now - self.last, self.xb[0].numel()))  # loader + step of this batch
-            self.last = now
-            if self.i >= warmup + n_timed:
-                self.elapsed = now - self.t0
-                raise CancelFitException
+        turns, other = self, ("fastai" if name == "ulmfit" else "ulmfit")
 
-        def rates(self):
-            """tokens/s: over the wall time, at the median batch, at the best (least disturbed) batch."""
-            per = sorted(n / t for t, n in self.times)
-            return self.tokens / self.elapsed, statistics.median(per), per[-1]
+        class Turn(Callback):
+            order = 99  # after every other callback of the batch
 
-    return Budget()
+            def before_fit(self):
+                self.i = 0
+                turns.wait(name)
+                self.t0 = time.perf_counter()
+
+            def after_batch(self):
+                if not self.training:
+                    return
+                self.i += 1
+                if self.i > turns.warmup:
+                    turns.times[name].append((time.perf_counter() - self.t0, self.xb[0].numel()))
+                if self.i >= turns.warmup + turns.n_timed:
+                    turns.finish(name)
+                    raise CancelFitException
+                turns.give(other)
+                turns.wait(name)
+                self.t0 = time.perf_counter()
+
+        return Turn()
+
+    def wait(self, name: str) -> None:
+        with self.cond:
+            self.cond.wait_for(lambda: self.turn == name)
+
+    def give(self, other: str) -> None:
+        with self.cond:
+            if other not in self.done:
+                self.turn = other
+            self.cond.notify_all()
+
+    def finish(self, name: str) -> None:
+        with self.cond:
+            self.done.add(name)
+            self.turn = "fastai" if name == "ulmfit" else "ulmfit"
+            self.cond.notify_all()
 
 
-def _ours(cfg, store, seed, n, warmup):
+def _ours_fit(cfg, store, seed):
     from ulmfit.lm.config import schedule
     from ulmfit.lm.train import _fit_one_cycle, make_learner
     from ulmfit.loaders import lm_dataloaders
@@ -72,9 +96,7 @@ def _ours(cfg, store, seed, n, warmup):
                          seed=seed, device="cpu")
     learn, _ = make_learner(cfg, dls, store.vocab, "cpu")
     learn.create_opt()
-    budget = _budget_cb(n, warmup)
-    _fit_one_cycle(learn, 1, 0, schedule(cfg, "pretrain")[0], cbs=[budget])
-    return budget.rates()
+    return lambda cb: _fit_one_cycle(learn, 1, 0, schedule(cfg, "pretrain")[0], cbs=[cb])
 
 
 def _fastai_dls(cfg, store):
@@ -92,7 +114,7 @@ def _fastai_dls(cfg, store):
     return dls
 
 
-def _fastai(cfg, store, seed, n, warmup):
+def _fastai_fit(cfg, store, seed):
     from fastai.callback.training import GradientClip
     from fastai.metrics import Perplexity, accuracy
     from fastai.text.learner import language_model_learner
@@ -107,9 +129,37 @@ def _fastai(cfg, store, seed, n, warmup):
                                    cbs=[GradientClip(cfg.clip)] if cfg.clip else None)
     if hasattr(learn, "progress"):  # no progress bar on either side
         learn.remove_cb(learn.progress)
-    budget = _budget_cb(n, warmup)
-    learn.fit_one_cycle(1, cfg.lr, pct_start=cfg.pct_start, cbs=[budget])
-    return budget.rates()
+    return lambda cb: learn.fit_one_cycle(1, cfg.lr, pct_start=cfg.pct_start, cbs=[cb])
+
+
+def _interleaved(cfg, store, seed, n, warmup):
+    """Train both learners in turns, one batch each; returns {side: [(seconds, tokens), ...]}."""
+    import threading
+
+    import torch
+
+    torch.manual_seed(seed)
+    fits = {"ulmfit": _ours_fit(cfg, store, seed)}
+    torch.manual_seed(seed)
+    fits["fastai"] = _fastai_fit(cfg, store, seed)
+    turns = _Turns(n, warmup)
+    errors: list[BaseException] = []
+
+    def run(name):
+        try:
+            fits[name](turns.callback(name))
+        except BaseException as e:  # surface a failure instead of leaving the other thread waiting
+            errors.append(e)
+            turns.finish(name)
+
+    threads = [threading.Thread(target=run, args=(name,)) for name in fits]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return turns.times
 
 
 def _breakdown(cfg, store, seed, n, warmup):
@@ -172,8 +222,6 @@ def _fastai_loader_time(cfg, store, n):
 
 
 def compare(args) -> str:
-    import torch
-
     from ulmfit.data import load_corpus
     from ulmfit.lm.config import resolve_config
     from ulmfit.store import build_store
@@ -183,39 +231,34 @@ def compare(args) -> str:
     corpus = corpus.select(["train", "valid"])
     lines = []
     for preset in args.presets:
-        sets = list(args.set or [])
-        cfg = resolve_config(preset, sets=sets)
+        cfg = resolve_config(preset, sets=list(args.set or []))
         store = build_store(corpus, spec=TokenizerSpec(**cfg.tokenizer_spec()))
         tok_batch = cfg.bs * cfg.seq_len
         print(f"[{preset}] vocab {len(store.vocab.itos)}, train tokens {store.n_tokens('train')}, batch "
               f"{cfg.bs}x{cfg.seq_len}", file=sys.stderr, flush=True)
-        ours, theirs = [], []
-        for r in range(args.rounds):
-            # alternate who goes first, so a drift in the machine's load favours neither side
-            sides = [("ulmfit", _ours, ours), ("fastai", _fastai, theirs)]
-            for name, fn, acc in (sides if r % 2 == 0 else sides[::-1]):
-                torch.manual_seed(args.seed)
-                acc.append(fn(cfg, store, args.seed, args.batches, args.warmup))
-                print(f"  round {r + 1}: {name} {acc[-1][0]:.0f} tok/s (median batch {acc[-1][1]:.0f}, best "
-                      f"{acc[-1][2]:.0f})", file=sys.stderr, flush=True)
+        times = _interleaved(cfg, store, args.seed, args.batches, args.warmup)
+        rate = {k: [n / t for t, n in v] for k, v in times.items()}
+        for k in rate:
+            print(f"  {k}: median {statistics.median(rate[k]):.0f} tok/s, best {max(rate[k]):.0f}",
+                  file=sys.stderr, flush=True)
+        pair = [o / f for o, f in zip(rate["ulmfit"], rate["fastai"])]  # batches adjacent in time
+        q = statistics.quantiles(pair, n=4) if len(pair) > 1 else [pair[0]] * 3
+        row = {k: (sum(n for _, n in v) / sum(t for t, _ in v), statistics.median(rate[k]), max(rate[k]))
+               for k, v in times.items()}
         parts = _breakdown(cfg, store, args.seed, max(3, args.batches // 3), 1)
         step = sum(parts.values())
         f_loader = _fastai_loader_time(cfg, store, 50)
-
-        def agg(rs, k):
-            return statistics.median(r[k] for r in rs) if k < 2 else max(r[k] for r in rs)
-
-        cols = ("wall time", "median batch", "best batch")
         lines += [f"### `{preset}` preset: emb {cfg.emb_sz}, hidden {cfg.n_hid}, {cfg.n_layers} layers, "
                   f"vocab {len(store.vocab.itos)}, batch {cfg.bs} x {cfg.seq_len} ({tok_batch} tokens)", "",
-                  f"Tokens/s over {args.batches} timed batches x {args.rounds} rounds, each side first in every other "
-                  "round (median over rounds; best batch: max over rounds):", "",
-                  "| pipeline | " + " | ".join(cols) + " |", "|---|---:|---:|---:|",
-                  "| ulmfit (`ulmfit pretrain`) | " + " | ".join(f"{agg(ours, k):,.0f}" for k in range(3)) + " |",
-                  "| fastai `language_model_learner` | " + " | ".join(f"{agg(theirs, k):,.0f}" for k in range(3))
-                  + " |",
-                  "| **ratio ulmfit / fastai** | " + " | ".join(f"**{agg(ours, k) / agg(theirs, k):.2f}x**"
-                                                          for k in range(3)) + " |", "",
+                  f"The two learners train in turns, one batch each ({args.batches} timed batches per side after "
+                  f"{args.warmup} untimed ones), so both see the same machine load. Tokens/s:", "",
+                  "| pipeline | all timed batches | median batch | best batch |", "|---|---:|---:|---:|",
+                  "| ulmfit (`ulmfit pretrain`) | " + " | ".join(f"{v:,.0f}" for v in row["ulmfit"]) + " |",
+                  "| fastai `language_model_learner` | " + " | ".join(f"{v:,.0f}" for v in row["fastai"]) + " |",
+                  "| **ratio ulmfit / fastai** | " + " | ".join(
+                      f"**{a / b:.2f}x**" for a, b in zip(row["ulmfit"], row["fastai"])) + " |", "",
+                  f"Ratio of neighbouring batches (ulmfit batch i / fastai batch i): median "
+                  f"**{statistics.median(pair):.2f}x**, quartiles {q[0]:.2f}x–{q[2]:.2f}x.", "",
                   f"Where one training step goes (ulmfit, mean of {max(3, args.batches // 3)} steps, "
                   f"{step * 1000:,.0f} ms/step):", "", "| part | ms/step | share |", "|---|---:|---:|"]
         lines += [f"| {k} | {v * 1000:,.1f} | {v / step:.0%} |" for k, v in parts.items()]
@@ -267,7 +310,6 @@ def main() -> None:
     ap.add_argument("--set", action="append", help="config override for every preset, e.g. bs=32")
     ap.add_argument("--batches", type=int, default=30, help="timed batches per round")
     ap.add_argument("--warmup", type=int, default=3, help="untimed batches first")
-    ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--sizes", action="store_true", help="sweep model sizes instead (random ids)")
