@@ -115,6 +115,7 @@ def _fastai_dls(cfg, store):
 
 
 def _fastai_fit(cfg, store, seed):
+    import fastai.callback.schedule  # noqa: F401 - patches Learner.fit_one_cycle (before the threads start)
     from fastai.callback.training import GradientClip
     from fastai.metrics import Perplexity, accuracy
     from fastai.text.learner import language_model_learner
