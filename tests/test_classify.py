@@ -81,15 +81,6 @@ def _pretrain(out: Path, corpus: Corpus, epochs: int, backwards: bool = False) -
     return pretrain(corpus, out, cfg, seed=0, backwards=backwards, log=lambda s: None).best
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One thread: tiny models on a shared 2-core machine run faster without thread hand-offs."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def lm(tmp_path_factory) -> Path:
     """A tiny forward LM that has learned which words are positive (8 epochs, ~15 s on one core)."""

@@ -13,15 +13,6 @@ from ulmfit.errors import UlmfitError
 ARCH = dict(emb_sz=16, n_hid=24, n_layers=2)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: tiny models on a shared 2-core machine run faster without thread hand-offs."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _model(n_class=3, vocab=60, seed=0):
     torch.manual_seed(seed)
     return build_model(vocab, n_class, ARCH, resolve_config("tiny"), pad_idx=1)
