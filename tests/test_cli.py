@@ -51,3 +51,18 @@ def test_help_is_fast_and_imports_no_torch() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "HEAVY []" in out, out
     assert time.perf_counter() - t < 5  # generous: CI machines are noisy; the benchmark is the real check
+
+
+def test_atomic_writes_respect_the_umask(tmp_path) -> None:
+    import os
+
+    from ulmfit._io import atomic_dir, write_json
+
+    old = os.umask(0o022)
+    try:
+        with atomic_dir(tmp_path / "bundle") as d:
+            write_json(d / "meta.json", {"stage": "lm"})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "bundle").stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / "bundle" / "meta.json").stat().st_mode & 0o777 == 0o644
