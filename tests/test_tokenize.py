@@ -197,6 +197,20 @@ def test_sentencepiece_small_corpus_falls_back(model_type: str, capsys) -> None:
     assert tok.decode(tok.tokenize1("The old movie was fine.")) == "The old movie was fine."
 
 
+def test_sentencepiece_trains_on_a_spread_sample_of_a_large_corpus(monkeypatch, capsys) -> None:
+    import ulmfit.tokenize.sp as sp
+
+    seen: list[list[str]] = []
+    real = sp._train_model
+    monkeypatch.setattr(sp, "_train_model", lambda texts, spec, size: seen.append(texts) or real(texts, spec, size))
+    total = sum(map(len, SP_TEXTS))
+    monkeypatch.setattr(sp, "SP_TRAIN_CHARS", total // 3)
+    tok = train_tokenizer(TokenizerSpec(kind="sentencepiece", sp_vocab_size=100), SP_TEXTS)
+    assert f"on 180 of {len(SP_TEXTS)} documents, one in every 3" in capsys.readouterr().err
+    assert len(seen[0]) == 180  # the 1st, 4th, 7th, ...: spread over the corpus, not its first third
+    assert tok.decode(tok.tokenize1("The old movie was fine.")) == "The old movie was fine."
+
+
 def test_sentencepiece_needs_texts() -> None:
     with pytest.raises(UlmfitError, match="empty corpus"):
         train_tokenizer(TokenizerSpec(kind="sentencepiece"), ["", "  "])

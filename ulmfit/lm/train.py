@@ -593,9 +593,17 @@ def make_learner(cfg: LMConfig, dls, vocab, device) -> tuple[Any, dict]:
         from fastai.callback.progress import ProgressCallback
 
         learn.remove_cbs([cb for cb in learn.cbs if isinstance(cb, ProgressCallback)])
-    if torch.device(device).type == "cuda":  # mixed precision on GPU: bf16 where supported, else fp16
-        learn = learn.to_bf16() if torch.cuda.is_bf16_supported() else learn.to_fp16()
-    return learn, arch
+    return mixed_precision(learn, device), arch
+
+
+def mixed_precision(learn, device):
+    """On a GPU, train in mixed precision: bf16 where supported (no loss scaling needed), else fp16 with fastai's
+    gradient scaler. CPU training stays in fp32 (autocast there is slower for LSTMs)."""
+    import torch
+
+    if torch.device(device).type != "cuda":
+        return learn
+    return learn.to_bf16() if torch.cuda.is_bf16_supported() else learn.to_fp16()
 
 
 def _run(*, stage: str, cfg: LMConfig, preset: str, phases: list[Phase], store, corpus, out: Path, seed: int,
