@@ -48,7 +48,7 @@ def lm_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def lm(lm_dir):
-    return LanguageModel.load(lm_dir)
+    return LanguageModel.load(lm_dir, device="cpu")  # these tests compare logits exactly: one device for all
 
 
 def _naive_greedy(model, ids, steps, banned):

@@ -141,14 +141,14 @@ def test_ensemble_is_the_mean_of_the_models(tmp_path) -> None:
     src.write_text("\n".join(texts) + "\n")
     predict_file([a, b], src, tmp_path / "out.jsonl", device="cpu")
     got = np.array([json.loads(x)["probs"]["pos"] for x in (tmp_path / "out.jsonl").read_text().splitlines()])
-    pa, pb = Classifier.load(a).predict_proba(texts), Classifier.load(b).predict_proba(texts)
+    pa, pb = (Classifier.load(m, device="cpu").predict_proba(texts) for m in (a, b))  # same device as above
     assert np.abs(pa - pb).max() > 0.01  # two genuinely different models
     np.testing.assert_allclose(got, (pa[:, 1] + pb[:, 1]) / 2, atol=1e-5)
 
 
 def test_backward_model_reads_reversed_tokens(tmp_path) -> None:
-    fwd = Classifier.load(make_bundle(tmp_path / "f", seed=5))
-    bwd = Classifier.load(make_bundle(tmp_path / "b", seed=5, backwards=True))  # same weights
+    fwd = Classifier.load(make_bundle(tmp_path / "f", seed=5), device="cpu")
+    bwd = Classifier.load(make_bundle(tmp_path / "b", seed=5, backwards=True), device="cpu")  # same weights
     text = "the film was good and the plot was dull"
     (ids,) = fwd.numericalize([text])
     from ulmfit.classify.model import predict_ids

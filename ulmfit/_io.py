@@ -109,4 +109,6 @@ def versions() -> dict[str, str]:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             pass
+    if "torch" in sys.modules:  # torch's own version string names its build (2.13.0+cpu, 2.11.0+cu130)
+        out["torch"] = sys.modules["torch"].__version__
     return out
