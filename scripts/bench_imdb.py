@@ -87,6 +87,7 @@ def run_ulmfit(args: argparse.Namespace, train: Corpus, test: Corpus, lm: Corpus
         lm_dir = res.best
         result.update(lm_perplexity=res.final.get("perplexity"), lm_accuracy=res.final.get("accuracy"),
                       lm_wall_s=round(time.perf_counter() - t, 1))
+        args.lm = lm_dir  # the next label count reuses this LM (its time is reported once, with this row)
     t = time.perf_counter()
     ccfg = clas_config(args.preset, sets=list(args.clas_set or []), overrides={"from_scratch": scratch} if scratch else None)
     clas = train_classifier(labeled_corpus(train, test, args.seed), lm=None if scratch else lm_dir,

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from ulmfit.cli._common import Bs, Config, Device, Epochs, LabelCol, Out, Preset, Seed, Set, TextCol
-from ulmfit.cli.pretrain import Backwards, MaxDocs, Resume, Src, lm_options
+from ulmfit.cli.pretrain import Backwards, MaxDocs, Resume, Src, echo_result, lm_options
 
 Pretrained = Annotated[str, typer.Option(
     "--pretrained", help="An LM bundle (the --out of `ulmfit pretrain`), or a folder with fastai's WikiText-103 "
@@ -48,6 +48,4 @@ def register(app: typer.Typer) -> None:
         result = finetune(src, pretrained, out, cfg, preset=preset, explicit=explicit, seed=seed,
                           backwards=backwards, device=device, text_col=text_col, label_col=label_col,
                           max_docs=max_docs, resume=resume)
-        best = result.metrics[result.best_epoch - 1] if result.best_epoch else {}
-        typer.echo(f"{result.best}\tvalid_loss {best.get('valid_loss', float('nan')):.4f}\t"
-                   f"accuracy {best.get('accuracy') or 0:.4f}\tperplexity {best.get('perplexity') or 0:.2f}")
+        echo_result(result)

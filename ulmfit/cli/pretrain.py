@@ -28,6 +28,13 @@ def lm_options(preset: str, config: Path | None, set_: list[str] | None, epochs:
     return cfg, explicit_keys(config, set_, overrides)
 
 
+def echo_result(result) -> None:
+    """The last line of `pretrain` and `lm-finetune` on stdout: the best bundle and its validation metrics."""
+    best = result.metrics[result.best_epoch - 1] if result.best_epoch else {}
+    typer.echo(f"{result.best}\tvalid_loss {best.get('valid_loss', float('nan')):.4f}\t"
+               f"accuracy {best.get('accuracy') or 0:.4f}\tperplexity {best.get('perplexity') or 0:.2f}")
+
+
 HELP = (
     "Pretrain an AWD-LSTM language model from scratch on a corpus.\n\n"
     "Trains the tokenizer and vocabulary on the non-test splits, then the LM on train+unsup with valid for "
@@ -60,6 +67,4 @@ def register(app: typer.Typer) -> None:
         cfg, _ = lm_options(preset, config, set_, epochs, bs)
         result = run(src, out, cfg, preset=preset, seed=seed, backwards=backwards, device=device,
                      text_col=text_col, label_col=label_col, max_docs=max_docs, resume=resume)
-        best = result.metrics[result.best_epoch - 1] if result.best_epoch else {}
-        typer.echo(f"{result.best}\tvalid_loss {best.get('valid_loss', float('nan')):.4f}\t"
-                   f"accuracy {best.get('accuracy') or 0:.4f}\tperplexity {best.get('perplexity') or 0:.2f}")
+        echo_result(result)
