@@ -190,6 +190,18 @@ def test_multiclass_low_shot_with_options(lm, tmp_path) -> None:
     assert [s["epochs"] for s in stored["schedule"]] == [1, 1, 1, 5]
 
 
+def test_too_few_optimizer_steps_are_warned_about(lm, tmp_path) -> None:
+    rng = random.Random(5)
+    rows = [(review(rng, rng.choice(POS_FREQ if i % 2 else NEG_FREQ)), "pos" if i % 2 else "neg", split)
+            for split, n in (("train", 24), ("valid", 8)) for i in range(n)]
+    data = Corpus([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], "few")
+    lines: list[str] = []
+    train_classifier(data, lm=lm, out=tmp_path / "few", config=resolve_config("tiny", overrides={"bs": 16}),
+                     log=lines.append)
+    warning = [x for x in lines if x.startswith("warning: only")]
+    assert warning and "only 6 optimizer steps in the whole schedule (1 per epoch)" in warning[0]  # drop_last
+
+
 def test_balanced_class_weights() -> None:
     from ulmfit.classify.train import class_weight_vector
 
