@@ -82,7 +82,7 @@ def run_ulmfit(args: argparse.Namespace, train: Corpus, test: Corpus, lm: Corpus
         t = time.perf_counter()
         sets = list(args.lm_set or [])
         cfg = resolve_config(args.preset, sets=sets)
-        res = pretrain(lm_corpus(lm, args.seed), out / "lm", cfg, seed=args.seed,
+        res = pretrain(lm_corpus(lm, args.seed), out / "lm", cfg, seed=args.seed, preset=args.preset,
                        max_docs=args.lm_docs or None)
         lm_dir = res.best
         result.update(lm_perplexity=res.final.get("perplexity"), lm_accuracy=res.final.get("accuracy"),
