@@ -567,7 +567,6 @@ def make_learner(cfg: LMConfig, dls, vocab, device) -> tuple[Any, dict]:
     """The fastai Learner of `language_model_learner`, built from our config: AWD-LSTM LM, flattened cross
     entropy, Adam, `awd_lstm_lm_split` layer groups, ModelResetter + RNNRegularizer (AR/TAR) + GradientClip,
     accuracy and perplexity; mixed precision on a GPU. Returns (learner, arch)."""
-    import torch
     from fastai.callback.rnn import ModelResetter, RNNCallback, RNNRegularizer
     from fastai.callback.training import GradientClip
     from fastai.learner import Learner

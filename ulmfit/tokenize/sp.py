@@ -26,7 +26,7 @@ _EU_LANGS = {"bg", "cs", "da", "de", "el", "en", "es", "et", "fi", "fr", "ga", "
 
 # sentencepiece's training is mostly single-threaded: on all 75k IMDb train+unsup reviews (~95M characters) it
 # took 8.5 minutes of one fast core before a GPU could start training. A 30M-character sample (~23k reviews)
-# is plenty for a 15-30k piece vocabulary and trains in a third of the time.
+# bounds that time; pieces frequent enough to enter a 15-30k vocabulary still occur many times in such a sample.
 SP_TRAIN_CHARS = 30_000_000
 
 
