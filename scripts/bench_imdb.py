@@ -89,7 +89,8 @@ def run_ulmfit(args: argparse.Namespace, train: Corpus, test: Corpus, lm: Corpus
                       lm_wall_s=round(time.perf_counter() - t, 1))
         args.lm = lm_dir  # the next label count reuses this LM (its time is reported once, with this row)
     t = time.perf_counter()
-    ccfg = clas_config(args.preset, sets=list(args.clas_set or []), overrides={"from_scratch": scratch} if scratch else None)
+    ccfg = clas_config(args.preset, sets=list(args.clas_set or []), epochs=args.clas_epochs,
+                       overrides={"from_scratch": scratch} if scratch else None)
     clas = train_classifier(labeled_corpus(train, test, args.seed), lm=None if scratch else lm_dir,
                             out=out / "clas", config=ccfg)
     rep = evaluate([clas.best], labeled_corpus(train, test, args.seed), split="test")
@@ -106,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lm-docs", type=int, default=0, help="LM trains on at most this many documents (0 = all)")
     p.add_argument("--lm-set", action="append", help="LM config override key=value (repeatable)")
     p.add_argument("--clas-set", action="append", help="classifier config override key=value (repeatable)")
+    p.add_argument("--clas-epochs", type=int, default=None,
+                   help="classifier epochs in all (as `ulmfit classify --epochs`: the last stage takes the rest)")
     p.add_argument("--work", type=Path, default=Path("runs/bench_imdb"), help="where models are written")
     p.add_argument("--labels", type=int, nargs="+", default=[100, 1000], help="labeled training set sizes")
     p.add_argument("--test-size", type=int, default=5000, help="stratified test sample size (0 = all 25,000)")
