@@ -91,9 +91,9 @@ def run_ulmfit(args: argparse.Namespace, train: Corpus, test: Corpus, lm: Corpus
     t = time.perf_counter()
     ccfg = clas_config(args.preset, sets=list(args.clas_set or []), epochs=args.clas_epochs,
                        overrides={"from_scratch": scratch} if scratch else None)
-    clas = train_classifier(labeled_corpus(train, test, args.seed), lm=None if scratch else lm_dir,
-                            out=out / "clas", config=ccfg)
-    rep = evaluate([clas.best], labeled_corpus(train, test, args.seed), split="test")
+    data = labeled_corpus(train, test, args.seed)
+    clas = train_classifier(data, lm=None if scratch else lm_dir, out=out / "clas", config=ccfg)
+    rep = evaluate([clas.best], data, split="test")
     result.update(accuracy=rep.headline["accuracy"], clas_wall_s=round(time.perf_counter() - t, 1),
                   lm=str(lm_dir) if lm_dir else None)
     return result
