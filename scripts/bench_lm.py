@@ -275,13 +275,16 @@ def sizes(args) -> str:
     from fastai.text.models.awdlstm import AWD_LSTM, awd_lstm_lm_config
     from fastai.text.models.core import get_language_model
 
-    grid = [(60000, 400, 1152, 3), (16000, 400, 1152, 3), (16000, 400, 1152, 2), (16000, 300, 1024, 2),
-            (16000, 256, 768, 2), (16000, 200, 512, 2), (8000, 256, 768, 2), (30000, 256, 768, 2)]
-    bs, sl = 32, 64
-    lines = [f"Model sizes, random ids, batch {bs} x {sl}, forward + backward + Adam (best of "
-             f"{args.batches} steps):", "", "| vocab | emb | hidden | layers | params | ms/step | tokens/s |",
-             "|---:|---:|---:|---:|---:|---:|---:|"]
-    for v, e, h, n in grid:
+    grid = [(60000, 400, 1152, 3, 32), (16000, 400, 1152, 3, 32), (16000, 400, 1152, 2, 32),
+            (16000, 300, 1024, 2, 32), (16000, 256, 768, 2, 32), (16000, 200, 512, 2, 32), (8000, 256, 768, 2, 32),
+            (30000, 256, 768, 2, 32)]
+    if args.grid:  # vocab:emb:hidden:layers:bs entries
+        grid = [tuple(int(x) for x in g.split(":")) for g in args.grid]
+    sl = 64
+    lines = [f"Model sizes, random ids, sequence length {sl}, forward + backward + Adam (best of "
+             f"{args.batches} steps):", "",
+             "| vocab | emb | hidden | layers | bs | params | ms/step | tokens/s |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for v, e, h, n, bs in grid:
         torch.manual_seed(0)
         m = get_language_model(AWD_LSTM, v, config={**awd_lstm_lm_config, "emb_sz": e, "n_hid": h, "n_layers": n},
                                drop_mult=0.5)
@@ -299,7 +302,7 @@ def sizes(args) -> str:
             ts.append(time.perf_counter() - t)
         t = min(ts[1:])  # best of: the least disturbed by other load on a shared machine
         p = sum(q.numel() for q in m.parameters()) / 1e6
-        lines.append(f"| {v} | {e} | {h} | {n} | {p:.1f}M | {t * 1000:,.0f} | {bs * sl / t:,.0f} |")
+        lines.append(f"| {v} | {e} | {h} | {n} | {bs} | {p:.1f}M | {t * 1000:,.0f} | {bs * sl / t:,.0f} |")
         print(lines[-1], file=sys.stderr, flush=True)
     return "\n".join(lines)
 
@@ -314,6 +317,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--sizes", action="store_true", help="sweep model sizes instead (random ids)")
+    ap.add_argument("--grid", nargs="+", help="with --sizes: entries vocab:emb:hidden:layers:bs to time")
     ap.add_argument("--report", type=Path, help="append the markdown report to this file")
     args = ap.parse_args()
     import torch
