@@ -92,8 +92,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # CPU: on 2 cores an LM sees a few million tokens an hour, so the winner is the model that learns most per
     # CPU minute (docs/bench/imdb.md, "LM quality per CPU minute"): 200/512, 2 layers, an 8k-word vocabulary
     # (the softmax dominates small models; 3x the tokens/s of the old 256/768 + 16k words: 3,044 vs 1,025 in
-    # full IMDb runs), light dropout (one pass
-    # over the data does not overfit) and a higher peak lr (1e-2: 0.07 bits/char better than 5e-3).
+    # full IMDb runs), light dropout (one pass over the data does not overfit) and a higher peak lr (1e-2: 0.07
+    # bits/char better than 5e-3).
     "small": dict(emb_sz=200, n_hid=512, n_layers=2, drop_mult=0.2,
                   epochs=2, bs=32, seq_len=64, lr=1e-2, max_vocab=8000, min_freq=3, sp_vocab_size=8000),
     # The ULMFiT paper (Howard & Ruder 2018) / fastai: 400/1152/3, fastai's AWD-LSTM dropouts, AR 2 / TAR 1,
