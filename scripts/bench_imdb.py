@@ -112,7 +112,8 @@ def run_fastai(args: argparse.Namespace, train: Corpus, test: Corpus, lm: Corpus
     60,000 words seen at least 3 times), `language_model_learner(AWD_LSTM, pretrained=False, drop_mult=0.3)`,
     `fit_one_cycle(epochs, 2e-2)`, on the same `--lm-docs` reviews and validation split as ours. Model sizes
     come from the preset (`--lm-set emb_sz=... n_hid=... n_layers=...` apply), so both sides train the same
-    network for the same tokens and the wall times compare. Classifier: `text_classifier_learner` with
+    LSTM body on the same reviews (fastai's bigger default vocabulary makes its softmax dearer: that is part of
+    its recipe). Classifier: `text_classifier_learner` with
     drop_mult 0.5 and the course's gradual-unfreezing schedule, bs 32 (the course: 64; ours on a CPU: 32).
     """
     import pandas as pd
@@ -131,7 +132,7 @@ def run_fastai(args: argparse.Namespace, train: Corpus, test: Corpus, lm: Corpus
     if getattr(args, "_fastai_encoder", None) is None:
         t = time.perf_counter()
         docs = lm_corpus(lm, args.seed)
-        if args.lm_docs:  # the same cap per split as `pretrain(max_docs=...)`: ours and fastai's read the same reviews
+        if args.lm_docs:  # the cap per split of `pretrain(max_docs=...)`: ours and fastai's read the same reviews
             from ulmfit.data import subsample
 
             for split in ("train", "valid"):
@@ -140,8 +141,8 @@ def run_fastai(args: argparse.Namespace, train: Corpus, test: Corpus, lm: Corpus
         df = pd.DataFrame({"text": docs.texts, "is_valid": [s == "valid" for s in docs.splits]})
         dls = TextDataLoaders.from_df(df, text_col="text", is_lm=True, valid_col="is_valid", bs=cfg.bs,
                                       seq_len=cfg.seq_len, seed=args.seed)
-        learn = language_model_learner(dls, AWD_LSTM, config={**awd_lstm_lm_config, **arch}, drop_mult=0.3, pretrained=False,
-                                       metrics=[accuracy, Perplexity()], path=out, model_dir=".")
+        learn = language_model_learner(dls, AWD_LSTM, config={**awd_lstm_lm_config, **arch}, drop_mult=0.3,
+                                       pretrained=False, metrics=[accuracy, Perplexity()], path=out, model_dir=".")
         learn.remove_cbs(ProgressCallback)  # bars would flood a log; the Recorder still prints one line an epoch
         learn.fit_one_cycle(cfg.epochs, 2e-2)
         loss, acc, ppl = learn.validate()
@@ -155,8 +156,8 @@ def run_fastai(args: argparse.Namespace, train: Corpus, test: Corpus, lm: Corpus
     df = pd.DataFrame(labeled, columns=["text", "label", "split"]).assign(is_valid=lambda d: d.split == "valid")
     dls = TextDataLoaders.from_df(df, text_col="text", label_col="label", valid_col="is_valid",
                                   text_vocab=args._fastai_vocab, bs=32, seq_len=72, seed=args.seed)
-    learn = text_classifier_learner(dls, AWD_LSTM, config={**awd_lstm_clas_config, **arch}, drop_mult=0.5, pretrained=False,
-                                    metrics=accuracy, path=out, model_dir=".")
+    learn = text_classifier_learner(dls, AWD_LSTM, config={**awd_lstm_clas_config, **arch}, drop_mult=0.5,
+                                    pretrained=False, metrics=accuracy, path=out, model_dir=".")
     learn.remove_cbs(ProgressCallback)
     learn.load_encoder(args._fastai_encoder)
     moms = (0.8, 0.7, 0.8)

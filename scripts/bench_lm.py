@@ -283,7 +283,8 @@ def sizes(args) -> str:
     sl = 64
     lines = [f"Model sizes, random ids, sequence length {sl}, forward + backward + Adam (best of "
              f"{args.batches} steps):", "",
-             "| vocab | emb | hidden | layers | bs | params | ms/step | tokens/s |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| vocab | emb | hidden | layers | bs | params | ms/step | tokens/s |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for v, e, h, n, bs in grid:
         torch.manual_seed(0)
         m = get_language_model(AWD_LSTM, v, config={**awd_lstm_lm_config, "emb_sz": e, "n_hid": h, "n_layers": n},
