@@ -131,13 +131,10 @@ def run_fastai(args: argparse.Namespace, train: Corpus, test: Corpus, lm: Corpus
     set_seed(args.seed, reproducible=True)
     if getattr(args, "_fastai_encoder", None) is None:
         t = time.perf_counter()
-        docs = lm_corpus(lm, args.seed)
-        if args.lm_docs:  # the cap per split of `pretrain(max_docs=...)`: ours and fastai's read the same reviews
-            from ulmfit.data import subsample
+        # pretrain()'s own reader and --lm-docs cap: ours and fastai's LMs read the very same reviews
+        from ulmfit.lm.train import _read_corpus
 
-            for split in ("train", "valid"):
-                if docs.splits.count(split) > args.lm_docs:
-                    docs = subsample(docs, split, args.lm_docs, seed=args.seed, stratified=False)
+        docs = _read_corpus(lm_corpus(lm, args.seed), None, None, args.lm_docs or None, args.seed, print)
         df = pd.DataFrame({"text": docs.texts, "is_valid": [s == "valid" for s in docs.splits]})
         dls = TextDataLoaders.from_df(df, text_col="text", is_lm=True, valid_col="is_valid", bs=cfg.bs,
                                       seq_len=cfg.seq_len, seed=args.seed)
