@@ -50,21 +50,27 @@ def main(argv: list[str] | None = None) -> int:
     from ulmfit.data import load_corpus
     from ulmfit.lm import pretrain, resolve_config
 
+    from ulmfit.lm.train import _read_corpus
+
     imdb = load_corpus("imdb", valid_pct=0)
-    corpus = lm_corpus(imdb.select(["train", "unsup"]), args.seed)
+    # pretrain()'s own reader and cap, once: every variant trains and validates on exactly these documents, and
+    # the characters counted for bits/char are those of the validation documents it scored (capped too when
+    # --docs is below the 1,500 held out)
+    corpus = _read_corpus(lm_corpus(imdb.select(["train", "unsup"]), args.seed), None, None, args.docs, args.seed,
+                          print)
     valid = [t for t, s in zip(corpus.texts, corpus.splits) if s == "valid"]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     for name, *sets in args.variant:
         cfg = resolve_config(args.preset, sets=sets)
         t = time.perf_counter()
-        res = pretrain(corpus, args.work / name, cfg, seed=args.seed, preset=args.preset, max_docs=args.docs)
+        res = pretrain(corpus, args.work / name, cfg, seed=args.seed, preset=args.preset)
         wall = time.perf_counter() - t
-        final = res.metrics[-1]
-        bpc, tpc = bits_per_char(res.best, valid, min(m["valid_loss"] for m in res.metrics))
+        best = next(m for m in res.metrics if m["epoch"] == res.best_epoch)  # the epoch model-best holds
+        bpc, tpc = bits_per_char(res.best, valid, best["valid_loss"])
         row = {"variant": name, "sets": sets, "docs": args.docs, "seed": args.seed, "wall_s": round(wall, 1),
                "train_s": round(sum(m["seconds"] for m in res.metrics), 1),
-               "tokens_per_s": final.get("train_tokens_per_s"), "perplexity": final["perplexity"],
-               "accuracy": final["accuracy"], "bits_per_char": round(bpc, 4), "tokens_per_char": round(tpc, 4),
+               "tokens_per_s": best.get("train_tokens_per_s"), "perplexity": best["perplexity"],
+               "accuracy": best["accuracy"], "bits_per_char": round(bpc, 4), "tokens_per_char": round(tpc, 4),
                "command": command}
         print(json.dumps(row), flush=True)
         with open(args.out, "a", encoding="utf-8") as f:
