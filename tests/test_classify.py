@@ -200,6 +200,15 @@ def test_too_few_optimizer_steps_are_warned_about(lm, tmp_path) -> None:
                      log=lines.append)
     warning = [x for x in lines if x.startswith("warning: only")]
     assert warning and "only 6 optimizer steps in the whole schedule (1 per epoch)" in warning[0]  # drop_last
+    # With min_steps the same data trains at bs 8 with a longer last stage, and the bundle says so.
+    lines.clear()
+    res = train_classifier(data, lm=lm, out=tmp_path / "fit", log=lines.append,
+                           config=resolve_config("tiny", overrides={"bs": 16, "min_steps": 30}))
+    assert any(x.startswith("few training documents: 24 at bs 16 are 6 optimizer steps") for x in lines)
+    assert not any(x.startswith("warning: only") for x in lines)
+    stored = json.loads((res.best / "config.json").read_text())["classifier"]
+    assert stored["bs"] == 8 and [s["epochs"] for s in stored["schedule"]] == [1, 1, 1, 7]  # 3 steps x 10 epochs
+    assert len(json.loads((res.best / "meta.json").read_text())["metrics"]) == 10
 
 
 def test_balanced_class_weights() -> None:

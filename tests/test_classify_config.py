@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from ulmfit.classify.config import LR_DIV, PRESETS, Stage, config_from_dict, resolve_config, ulmfit_schedule
+from ulmfit.classify.config import (LR_DIV, PRESETS, Stage, config_from_dict, fit_min_steps, resolve_config,
+                                    ulmfit_schedule)
 from ulmfit.errors import UlmfitError
 
 
@@ -59,6 +60,7 @@ def test_epochs_keeps_one_per_unfreezing_stage_and_gives_the_rest_to_the_last() 
     (dict(sets=["label_smoothing=1.5"]), "label_smoothing"),
     (dict(sets=["lin_ftrs=[50, 20]"]), "head_ps needs one dropout"),
     (dict(overrides={"max_train": 1}), "--max-train must be at least 2"),
+    (dict(sets=["min_steps=-1"]), "min_steps must be >= 0"),
 ])
 def test_bad_config_is_one_clear_error(kwargs, message) -> None:
     preset = kwargs.pop("preset", "small")
@@ -78,3 +80,23 @@ def test_config_file_errors(tmp_path) -> None:
 def test_lr_div_is_ulmfit_two_point_six_per_layer() -> None:
     assert LR_DIV == pytest.approx(2.6**4)
     assert ulmfit_schedule()[0].lr_div == 1.0  # head only: a single learning rate
+
+
+def test_few_labels_get_a_smaller_batch_and_a_longer_last_stage() -> None:
+    # The measured few-label setting (docs/bench/imdb.md): 90 IMDb training reviews, bs 8, stages 1, 1, 1, 9.
+    cfg = resolve_config("small")
+    few, note = fit_min_steps(cfg, 90)
+    assert (few.bs, [s.epochs for s in few.schedule]) == (8, [1, 1, 1, 9])
+    assert (90 // few.bs) * few.total_epochs() >= cfg.min_steps
+    assert note and "90 at bs 32 are 10 optimizer steps" in note and "training at bs 8 with 7 more epochs" in note
+    assert [s.lr for s in few.schedule] == [s.lr for s in cfg.schedule]  # learning rates untouched
+    # 1,000 labels (900 training reviews) keep the course's run; so does min_steps=0.
+    assert fit_min_steps(cfg, 900) == (cfg, None)
+    off = resolve_config("small", sets=["min_steps=0"])
+    assert fit_min_steps(off, 90) == (off, None)
+    # Halving only: bs 32 -> 16 already gives 800 // 16 * 5 = 250 steps, so no extra epochs.
+    mid, _ = fit_min_steps(resolve_config("small", epochs=4), 800)
+    assert (mid.bs, mid.total_epochs()) == (16, 4)
+    # A batch already below 8 is not changed; only the last stage grows.
+    small_bs, _ = fit_min_steps(resolve_config("small", overrides={"bs": 4}), 20)
+    assert small_bs.bs == 4 and (20 // 4) * small_bs.total_epochs() >= 130

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ulmfit.classify.config import ClassifierConfig
+from ulmfit.classify.config import ClassifierConfig, fit_min_steps
 from ulmfit.errors import UlmfitError
 
 if TYPE_CHECKING:
@@ -229,6 +229,9 @@ def train_classifier(src: str | Path | Corpus, *, lm: str | Path | None, out: st
         log("class weights: " + ", ".join(f"{lab} {w:.3g}" for lab, w in zip(labels, weights)))
     log(("encoder: random init (--from-scratch)" if bundle is None else f"encoder: {bundle.path}")
         + f"; AWD-LSTM {arch['emb_sz']}/{arch['n_hid']}/{arch['n_layers']} ({direction_name(cfg.backwards)})")
+    cfg, note = fit_min_steps(cfg, sum(counts["train"].values()))
+    if note:
+        log(note)
     log(cfg.describe_schedule())
 
     # ---- model -----------------------------------------------------------------------------------------
@@ -236,12 +239,12 @@ def train_classifier(src: str | Path | Corpus, *, lm: str | Path | None, out: st
     dls = clas_dataloaders(store, labels, bs=cfg.bs, backwards=cfg.backwards, seed=cfg.seed, device=dev,
                            seq_len=cfg.bptt)
     steps = len(dls.train) * cfg.total_epochs()
-    if steps < FEW_STEPS:
+    if steps < FEW_STEPS and not cfg.min_steps:  # with min_steps, fit_min_steps above already saw to it
         # Measured (docs/bench/imdb.md): 100 IMDb labels at bs 64 are 10 optimizer steps in the whole course
         # schedule, and the classifier stayed at chance (52%) on top of a language model that gives 88.7%
         # with 1,000 labels. The schedule counts epochs; with few documents an epoch is one or two steps.
         log(f"warning: only {steps} optimizer steps in the whole schedule ({len(dls.train)} per epoch); with "
-            f"few training documents pass a smaller --bs or more --epochs")
+            f"few training documents pass a smaller --bs or more --epochs, or --set min_steps=130")
     model = build_model(len(vocab.itos), len(labels), arch, cfg, pad_idx=vocab.pad_id)
     if bundle is not None:
         load_encoder(model, bundle.load_state("encoder"))

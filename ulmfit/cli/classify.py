@@ -41,7 +41,10 @@ def register(app: typer.Typer) -> None:
         "Train a text classifier on a fine-tuned LM encoder with gradual unfreezing.\n\n"
         "The default schedule is the fastai course's on IMDb, printed before training: the head alone, then one "
         "more layer group per stage with discriminative learning rates (lr/2.6 per group), then all layers. "
-        "--epochs N keeps one epoch per unfreezing stage and gives the rest to the last one. Writes OUT/model-best "
+        "--epochs N keeps one epoch per unfreezing stage and gives the rest to the last one. With few training "
+        "documents (fewer than min_steps optimizer steps in the whole schedule; 130 in the small and paper "
+        "presets) the batch is halved down to 8 and the last stage lengthened, and the log says so; "
+        "--set min_steps=0 turns that off. Writes OUT/model-best "
         "and OUT/model-last: bundles with per-epoch metrics, labels and a confusion matrix."))
     def classify(
         src: str = typer.Argument(..., help="Labelled corpus: a registered dataset name or a path (folder, "
