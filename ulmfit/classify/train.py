@@ -308,8 +308,11 @@ def train_classifier(src: str | Path | Corpus, *, lm: str | Path | None, out: st
     result = TrainResult(out=out, best=out / "model-best", last=out / "model-last", labels=labels,
                          metrics=history, best_epoch=best["epoch"], valid=reports["model-best"], config=cfg,
                          seconds=seconds, interrupted=interrupted)
+    # Re-scored as `predict` and `evaluate` will score it (each document read without the padding its training
+    # batch had), so it can differ from the epoch line above by a document or so.
     log(f"model-best (epoch {best['epoch']}): valid accuracy {result.accuracy:.4f}, macro-F1 "
-        f"{result.valid['macro_f1']:.4f}; saved to {out}/model-best and {out}/model-last ({seconds:.0f}s)")
+        f"{result.valid['macro_f1']:.4f} as predict scores it; saved to {out}/model-best and {out}/model-last "
+        f"({seconds:.0f}s)")
     if interrupted:
         raise KeyboardInterrupt
     return result
