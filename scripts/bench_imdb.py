@@ -147,12 +147,17 @@ def run_fastai(args: argparse.Namespace, train: Corpus, test: Corpus, lm: Corpus
         learn = language_model_learner(dls, AWD_LSTM, config={**awd_lstm_lm_config, **arch}, drop_mult=0.3,
                                        pretrained=False, metrics=[accuracy, Perplexity()], path=out, model_dir=".")
         learn.remove_cbs(ProgressCallback)  # bars would flood a log; the Recorder still prints one line an epoch
-        learn.fit_one_cycle(cfg.epochs, 2e-2)
-        loss, acc, ppl = learn.validate()
-        learn.save_encoder("encoder")
-        args._fastai_encoder, args._fastai_vocab = out / "encoder", dls.vocab
-        result.update(lm_perplexity=float(ppl), lm_accuracy=float(acc), lm_vocab=len(dls.vocab),
-                      lm_wall_s=round(time.perf_counter() - t, 1))
+        if args.lm is None:
+            learn.fit_one_cycle(cfg.epochs, 2e-2)
+            loss, acc, ppl = learn.validate()
+            learn.save_encoder("encoder")
+            args.lm = out / "encoder.pth"
+            result.update(lm_perplexity=float(ppl), lm_accuracy=float(acc))
+        # else --lm: an encoder.pth this configuration saved (the LM's metrics are in that run's log); the vocab
+        # is rebuilt above from the same reviews, deterministically
+        # absolute: fastai joins a relative name onto learn.path / model_dir
+        args._fastai_encoder, args._fastai_vocab = Path(args.lm).resolve().with_suffix(""), dls.vocab
+        result.update(lm_vocab=len(dls.vocab), lm_wall_s=round(time.perf_counter() - t, 1), lm=str(args.lm))
     t = time.perf_counter()
     data = labeled_corpus(train, test, args.seed)
     labeled = [(x, y, s) for x, y, s in zip(data.texts, data.labels, data.splits) if s != "test"]
@@ -184,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", choices=["tfidf", "ulmfit", "scratch", "fastai"], help="which configuration to run")
     p.add_argument("--preset", default="small", help="LM and classifier preset")
-    p.add_argument("--lm", type=Path, default=None, help="reuse this LM bundle instead of pretraining one")
+    p.add_argument("--lm", type=Path, default=None,
+                   help="reuse this LM bundle instead of pretraining one (fastai: the encoder.pth it saved)")
     p.add_argument("--lm-docs", type=int, default=0, help="LM trains on at most this many documents (0 = all)")
     p.add_argument("--lm-set", action="append", help="LM config override key=value (repeatable)")
     p.add_argument("--clas-set", action="append", help="classifier config override key=value (repeatable)")
