@@ -42,3 +42,15 @@ def test_quickstart_api_returns_the_numbers(tmp_path) -> None:
     assert res.perplexity is not None and res.perplexity > 1
     assert len(res.samples) == 2 and res.samples[0] != res.samples[1]
     assert set(res.seconds) == {"data", "lm", "classify", "evaluate", "generate", "total"}
+
+
+def test_quickstart_classifier_keeps_the_measured_batch() -> None:
+    # imdb-sample's 800 training reviews would trip the small preset's few-label rule (bs 32 -> 16); the
+    # quickstart keeps bs 32, which scored better on its LM (docs/bench/imdb.md, third pass).
+    from ulmfit.classify.config import fit_min_steps, resolve_config
+    from ulmfit.quickstart import QUICK
+
+    q = QUICK["small"]
+    assert fit_min_steps(resolve_config("small", epochs=q["clas_epochs"]), 800)[0].bs == 16
+    cfg = resolve_config("small", overrides={"min_steps": q["clas_min_steps"]}, epochs=q["clas_epochs"])
+    assert fit_min_steps(cfg, 800) == (cfg, None) and cfg.bs == 32
