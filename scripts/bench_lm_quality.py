@@ -9,6 +9,10 @@ same `--docs` train + unsup reviews (bench_imdb's LM corpus and split, seeded), 
 1,500 held-out reviews. Perplexity depends on the tokenizer (a word and a subword are different units), so the
 table also reports bits per character: the validation loss (nats per token) x tokens / characters / ln 2, which
 compares a 16k-word model with an 8k-piece one. Appends one JSON line per variant to `--out`.
+
+A variant's `train_docs=N` trains on N of the `--docs` training reviews (validation unchanged), so that epochs
+can be traded against coverage at the same compute: `--variant once epochs=1 --variant twice-half epochs=2
+train_docs=1500` with `--docs 3000`.
 """
 
 from __future__ import annotations
@@ -61,9 +65,15 @@ def main(argv: list[str] | None = None) -> int:
     valid = [t for t, s in zip(corpus.texts, corpus.splits) if s == "valid"]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     for name, *sets in args.variant:
-        cfg = resolve_config(args.preset, sets=sets)
+        train_docs = [int(s.split("=", 1)[1]) for s in sets if s.startswith("train_docs=")]
+        cfg = resolve_config(args.preset, sets=[s for s in sets if not s.startswith("train_docs=")])
+        docs = corpus
+        if train_docs:  # fewer training reviews, the same validation reviews
+            from ulmfit.data import subsample
+
+            docs = subsample(corpus, "train", train_docs[-1], seed=args.seed, stratified=False)
         t = time.perf_counter()
-        res = pretrain(corpus, args.work / name, cfg, seed=args.seed, preset=args.preset)
+        res = pretrain(docs, args.work / name, cfg, seed=args.seed, preset=args.preset)
         wall = time.perf_counter() - t
         best = next(m for m in res.metrics if m["epoch"] == res.best_epoch)  # the epoch model-best holds
         bpc, tpc = bits_per_char(res.best, valid, best["valid_loss"])

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from ulmfit.classify import Classifier, resolve_config, train_classifier
+from ulmfit.classify.train import best_epoch
 from ulmfit.cli.main import main
 from ulmfit.data import Corpus
 from ulmfit.errors import UlmfitError
@@ -119,8 +120,8 @@ def test_cli_learns_synthetic_sentiment(trained, lm) -> None:
     assert meta["valid"]["accuracy"] >= 0.95
     assert len(meta["metrics"]) == resolve_config("tiny").total_epochs()
     assert all({"valid_loss", "accuracy", "macro_f1", "stage"} <= set(m) for m in meta["metrics"])
-    best = max(meta["metrics"], key=lambda m: (m["accuracy"], -m["valid_loss"]))
-    assert meta["best_epoch"] == best["epoch"]
+    n_valid = sum(meta["data"]["documents"]["valid"].values())
+    assert meta["best_epoch"] == best_epoch(meta["metrics"], n_valid, 2.0)[0]
     for name in ("model-best", "model-last"):
         files = {p.name for p in (out / name).iterdir()}
         assert {"config.json", "meta.json", "vocab.json", "tokenizer", "model.safetensors",
@@ -209,6 +210,32 @@ def test_too_few_optimizer_steps_are_warned_about(lm, tmp_path) -> None:
     stored = json.loads((res.best / "config.json").read_text())["classifier"]
     assert stored["bs"] == 8 and [s["epochs"] for s in stored["schedule"]] == [1, 1, 1, 7]  # 3 steps x 10 epochs
     assert len(json.loads((res.best / "meta.json").read_text())["metrics"]) == 10
+
+
+def _epochs(*accs: float, losses: tuple[float, ...] | None = None) -> list[dict]:
+    losses = losses or tuple(0.5 for _ in accs)
+    return [{"epoch": i + 1, "accuracy": a, "valid_loss": v} for i, (a, v) in enumerate(zip(accs, losses))]
+
+
+def test_model_best_is_an_earlier_epoch_only_beyond_validation_noise() -> None:
+    # 100 IMDb labels leave 10 validation reviews: epoch 1 at 8/10 against the last at 6/10 is noise (2 standard
+    # errors are 0.29 there), and the last epoch is kept, with a line that says why
+    epoch, why = best_epoch(_epochs(0.8, 0.5, 0.6, 0.6), n_valid=10, margin=2.0)
+    assert epoch == 4 and "epoch 1 led it by 0.2000" in why and "10 valid documents" in why
+    # the same lead on 2,500 validation reviews is far beyond noise: the best epoch is kept, nothing logged
+    assert best_epoch(_epochs(0.8, 0.5, 0.6, 0.6), n_valid=2500, margin=2.0) == (1, None)
+    # a tie in accuracy goes to the last epoch whatever the loss says; margin 0 is the plain best epoch
+    tie = _epochs(0.7, 0.7, losses=(0.4, 0.6))
+    assert best_epoch(tie, n_valid=100, margin=2.0)[0] == 2
+    assert best_epoch(tie, n_valid=100, margin=0.0) == (1, None)
+    # the last epoch being the best needs no rule
+    assert best_epoch(_epochs(0.5, 0.9), n_valid=10, margin=2.0) == (2, None)
+    assert best_epoch([], n_valid=10, margin=2.0) == (0, None)
+
+
+def test_best_margin_must_not_be_negative() -> None:
+    with pytest.raises(UlmfitError, match="best_margin must be >= 0"):
+        resolve_config("tiny", sets=["best_margin=-1"])
 
 
 def test_balanced_class_weights() -> None:

@@ -86,6 +86,7 @@ class ClassifierConfig:
     from_scratch: bool = False  # random encoder init, no LM: the baseline ULMFiT is measured against
     max_train: int | None = None  # keep only N training documents (stratified): the low-shot setting
     min_steps: int = 0  # fewer optimizer steps than this in the whole schedule: smaller bs, longer last stage
+    best_margin: float = 2.0  # an earlier epoch is model-best only if it beats the last by this many std. errors
     seed: int = 42
 
     def total_epochs(self) -> int:
@@ -321,6 +322,8 @@ def validate(cfg: ClassifierConfig) -> None:
         raise UlmfitError(f"drop_mult must be >= 0, not {cfg.drop_mult}")
     if cfg.min_steps < 0:
         raise UlmfitError(f"min_steps must be >= 0, not {cfg.min_steps}")
+    if cfg.best_margin < 0:
+        raise UlmfitError(f"best_margin must be >= 0, not {cfg.best_margin}")
     if cfg.max_train is not None and cfg.max_train < 2:
         raise UlmfitError(f"--max-train must be at least 2, not {cfg.max_train}")
     if isinstance(cfg.class_weights, list) and any(w <= 0 for w in cfg.class_weights):

@@ -5,12 +5,14 @@ The recipe, top to bottom:
              LM's own tokenizer and vocab (never a new vocab: the encoder's embedding rows are that vocab)
     model    fastai's get_text_classifier(AWD_LSTM) with the LM's sizes; the LM's encoder weights loaded in
     train    one fastai `fit_one_cycle` per schedule stage (freeze_to / unfreeze + discriminative lrs),
-             valid loss / accuracy / macro-F1 after every epoch, the best epoch's weights kept
+             valid loss / accuracy / macro-F1 after every epoch, the best epoch's weights kept; model-best is
+             that epoch only when it beats the last by more than validation noise (`best_epoch`)
     save     OUT/model-best and OUT/model-last, complete classifier bundles, written atomically together
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -177,6 +179,31 @@ def _scratch_tokenizer_spec(preset: str):
     return TokenizerSpec(**lm_config(preset).tokenizer_spec())
 
 
+
+def best_epoch(history: list[dict[str, Any]], n_valid: int, margin: float) -> tuple[int, str | None]:
+    """The epoch model-best holds: the best by validation (accuracy, then loss), unless the last epoch is within
+    `margin` standard errors of its accuracy; then the last. Returns (epoch, a log line when noise decided).
+
+    With few labels the validation split is tiny (10 reviews at 100 labels) and the best epoch is often an early
+    one that won by a review or two. Measured on IMDb (docs/bench/imdb.md), the last epoch scored higher on the
+    test sample in 5 of 7 runs where they differed, by +1.6 points on average; a tie in accuracy (decided by
+    loss) now also goes to the last epoch, which has trained longest. `margin` 0 keeps the plain best epoch.
+    """
+    if not history:
+        return 0, None
+    best = max(history, key=lambda m: (m["accuracy"], -m["valid_loss"]))
+    last = history[-1]
+    if margin <= 0 or best is last:
+        return best["epoch"], None
+    p = (best["accuracy"] + last["accuracy"]) / 2
+    se = math.sqrt(p * (1 - p) / max(n_valid, 1))
+    lead = best["accuracy"] - last["accuracy"]
+    if lead > margin * se:
+        return best["epoch"], None
+    return last["epoch"], (f"model-best is the last epoch ({last['epoch']}): epoch {best['epoch']} led it by "
+                           f"{lead:.4f} valid accuracy, within {margin:g} standard errors ({margin * se:.4f}) of "
+                           f"{n_valid} valid documents (--set best_margin=0 keeps the best epoch)")
+
 def train_classifier(src: str | Path | Corpus, *, lm: str | Path | None, out: str | Path, config: ClassifierConfig,
                      text_col: str | None = None, label_col: str | None = None, device: str | None = None,
                      log: Callable[[str], None] = print) -> TrainResult:
@@ -287,6 +314,11 @@ def train_classifier(src: str | Path | Corpus, *, lm: str | Path | None, out: st
     # ---- save: both bundles, atomically together ----------------------------------------------------------
     last_state = snapshot(learn.model)
     valid_docs = store.docs("valid")
+    chosen, why = best_epoch(history, len(valid_docs), cfg.best_margin)
+    if chosen != best["epoch"]:
+        best.update(epoch=chosen, state=last_state)
+    if why:
+        log(why)
     valid_y = np.array([labels.index(y) for y in store.labels("valid")], dtype=np.int64)
     common_config = bundle_config(cfg, arch, vocab, tokenizer, labels)
     reports = {}

@@ -45,7 +45,9 @@ def register(app: typer.Typer) -> None:
         "documents (fewer than min_steps optimizer steps in the whole schedule; 130 in the small and paper "
         "presets) the batch is halved down to 8 and the last stage lengthened, and the log says so; "
         "--set min_steps=0 turns that off. Writes OUT/model-best "
-        "and OUT/model-last: bundles with per-epoch metrics, labels and a confusion matrix."))
+        "and OUT/model-last: bundles with per-epoch metrics, labels and a confusion matrix. model-best is the "
+        "best epoch by validation accuracy only when it beats the last by more than 2 standard errors "
+        "(best_margin; a small validation split is noise), otherwise the last epoch."))
     def classify(
         src: str = typer.Argument(..., help="Labelled corpus: a registered dataset name or a path (folder, "
                                   ".tar.gz, .csv, .tsv, .jsonl, .parquet)."),
