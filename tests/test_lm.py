@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import re
 from collections import Counter
 
 import pytest
@@ -37,6 +38,7 @@ def work(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ULMFIT_CACHE", str(root / "cache"))
         mp.setenv("ULMFIT_PROGRESS", "0")
+        mp.setenv("ULMFIT_LOG_EVERY", "0")  # a plain progress line after every batch (no bar in a log file)
         mp.setenv("ULMFIT_THREADS", "1")  # tiny models: one thread avoids oversubscribing a busy CPU
         yield root
 
@@ -91,6 +93,8 @@ def test_pretrain_writes_complete_bundles_and_reports(pretrained):
     assert "training on train (270 docs); validating on valid (30 docs); test (20 docs) not used" in out
     assert "config:" in out and "emb_sz=32" in out and "schedule:" in out and "phase 1: all layers: 2 epochs" in out
     assert "train_loss" in out and "perplexity" in out
+    # no bar in a captured log: plain progress lines instead (ULMFIT_LOG_EVERY=0: after every batch)
+    assert re.search(r"epoch 1: 1/\d+ batches \(\d+%\), train_loss [\d.]+, [\d,]+ tokens/s, ~\d+ s left", out), out
     assert out.strip().splitlines()[-1].startswith(str(out_dir / "model-best"))
 
 

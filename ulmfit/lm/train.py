@@ -517,6 +517,8 @@ def _epoch_callback(run: _Run, phase_idx: int, phase: Phase, epoch_offset: int, 
     from fastai.imports import noop  # the very object ProgressCallback compares with (not fastcore's)
 
     columns = ["epoch", "train_loss", "valid_loss", "accuracy", "perplexity", "time"]
+    # without a bar (a log file, nohup, CI) an hour-long epoch would otherwise print nothing until its end
+    plain_every = None if _show_bars() else _log_every()
 
     class EpochLog(Callback):
         order = 55  # after Recorder (50) has the validation metrics; before ProgressCallback (60)
@@ -537,12 +539,20 @@ def _epoch_callback(run: _Run, phase_idx: int, phase: Phase, epoch_offset: int, 
             _seed_epoch(run.seed, self.global_epoch, self.dls)
             self.loss_sum, self.n_batches, self.t0 = 0.0, 0, time.perf_counter()
             self.n_tokens = 0
+            self.last_line = self.t0
 
         def after_batch(self) -> None:
             if self.training:
                 self.loss_sum += float(self.learn.loss.detach())
                 self.n_batches += 1
                 self.n_tokens += self.xb[0].numel()
+                now = time.perf_counter()
+                if plain_every is not None and now - self.last_line >= plain_every:
+                    self.last_line = now
+                    n, done, spent = len(self.dls.train), self.n_batches, now - self.t0
+                    run.log(f"  epoch {self.global_epoch + 1}: {done:,}/{n:,} batches ({done / n:.0%}), "
+                            f"train_loss {self.loss_sum / done:.4f}, {self.n_tokens / spent:,.0f} tokens/s, "
+                            f"~{_minutes(spent / done * (n - done))} left in the epoch")
 
         def after_epoch(self) -> None:
             vals = dict(zip(self.recorder.metric_names[2:], self.recorder.final_record[1:]))
@@ -727,3 +737,16 @@ def _show_bars() -> bool:
     if forced is not None:
         return forced != "0"
     return sys.stderr.isatty()
+
+
+def _log_every() -> float:
+    """Seconds between plain progress lines when no bar is shown (ULMFIT_LOG_EVERY, default 300)."""
+    value = os.environ.get("ULMFIT_LOG_EVERY", "300")
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        raise UlmfitError(f"ULMFIT_LOG_EVERY={value!r} is not a number of seconds") from None
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
