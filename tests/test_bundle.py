@@ -148,3 +148,69 @@ def test_no_absolute_paths_in_artifacts(tmp_path, tok_vocab):
     for name in ("config.json", "meta.json"):
         assert str(tmp_path) not in (tmp_path / "b" / name).read_text()
     assert json.loads((tmp_path / "b" / "meta.json").read_text())["stage"] == "lm"
+
+
+def _tar(src, dest, arcname):
+    import tarfile
+
+    with tarfile.open(dest, "w:gz") as tar:
+        tar.add(src, arcname=arcname)
+    return dest
+
+
+def _sha256(path):
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_shared_archive_is_a_bundle_wherever_one_is_read(tmp_path, tok_vocab, capsys):
+    # ULMFiT's premise: one machine pretrains, others fine-tune. A run packed with
+    # `tar czf lm.tar.gz -C models lm` is read from a .tar.gz path or a URL, extracted once into $ULMFIT_DATA/models
+    tok, vocab = tok_vocab
+    model = _write(tmp_path / "run" / "model-best", tok, vocab, seed=4)
+    _write(tmp_path / "run" / "model-last", tok, vocab, seed=5)
+    archive = _tar(tmp_path / "run", tmp_path / "imdb-lm.tar.gz", "run")
+    b = read_bundle(archive, stage="lm")
+    assert b.path.name == "model-best" and b.path.parent.parent.name.startswith("imdb-lm-")
+    assert torch.equal(b.load_state("model")["0.encoder.weight"], model.state_dict()["0.encoder.weight"])
+    assert "no published digest to check; sha256 " + _sha256(archive) in capsys.readouterr().err
+    # the second read is the cache: no second extraction
+    assert read_bundle(archive).path == b.path and "extracting" not in capsys.readouterr().err
+    # a URL, pinned to its digest (pip's #sha256=), and an archive of the bundle folder itself
+    url = archive.as_uri() + "#sha256=" + _sha256(archive)
+    assert read_bundle(url).vocab.itos == vocab.itos
+    single = _tar(tmp_path / "run" / "model-last", tmp_path / "last.tgz", "model-last")
+    assert read_bundle(single).path.name == "model-last"
+    # `ulmfit generate` (and --lm, --pretrained, predict, evaluate) take the archive as they take a folder
+    from ulmfit.cli.main import main
+    from ulmfit.lm.train import _open_pretrained  # what lm-finetune --pretrained reads
+
+    assert _open_pretrained(url, backwards=False)["bundle"].vocab.itos == vocab.itos
+
+    assert main(["generate", str(archive), "the cat", "--words", "3", "--seed", "0"]) == 0
+
+
+def test_a_damaged_or_wrong_archive_is_one_clear_error_and_leaves_nothing(tmp_path, tok_vocab, capsys):
+    from ulmfit.cli.main import main
+    from ulmfit.data.registry import data_dir
+
+    tok, vocab = tok_vocab
+    _write(tmp_path / "run" / "model-best", tok, vocab)
+    archive = _tar(tmp_path / "run", tmp_path / "lm.tar.gz", "run")
+    with pytest.raises(UlmfitError, match="checksum mismatch for lm.tar.gz"):
+        read_bundle(archive.as_uri() + "#sha256=" + "0" * 64)
+    with pytest.raises(UlmfitError, match="cannot read the digest 'sha1=abc'"):
+        read_bundle(f"{archive}#sha1=abc")
+    with pytest.raises(UlmfitError, match="cannot download models/nowhere-") as e:
+        read_bundle((tmp_path / "nowhere.tar.gz").as_uri())
+    assert "check the URL" in e.value.hint
+    assert not (data_dir() / "models").exists() or not any((data_dir() / "models").iterdir())
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "readme.txt").write_text("no model here")
+    with pytest.raises(UlmfitError, match="is not a model bundle"):
+        read_bundle(_tar(tmp_path / "notes", tmp_path / "notes.tar.gz", "notes"))
+    (tmp_path / "broken.tar.gz").write_bytes(b"\x1f\x8b" + b"\x00" * 40)
+    rc = main(["generate", str(tmp_path / "broken.tar.gz"), "the cat"])
+    err = capsys.readouterr().err
+    assert rc != 0 and "cannot extract broken.tar.gz" in err and "Traceback" not in err

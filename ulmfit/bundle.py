@@ -136,9 +136,25 @@ class Bundle:
         return list(self.meta.get("metrics", []))
 
 
+def locate(ref: str | Path) -> Path:
+    """A local folder for `ref`: the path itself, or, for a shared archive (an http(s):// or file:// URL, or a
+    .tar.gz file, optionally with #sha256=<hex>), the folder it was extracted to (`ulmfit.data.get_archive`);
+    an archive of a single folder resolves to that folder."""
+    from ulmfit.data.registry import get_archive, is_archive_ref
+
+    if not is_archive_ref(ref):
+        return Path(ref)
+    root = get_archive(ref)
+    if (root / "meta.json").is_file() or (root / "model-best").is_dir():
+        return root
+    inside = [d for d in root.iterdir() if not d.name.startswith(".")]
+    return inside[0] if len(inside) == 1 and inside[0].is_dir() else root
+
+
 def resolve_bundle(path: str | Path) -> Path:
-    """A bundle directory, given a bundle dir or a run dir (which resolves to its `model-best`)."""
-    p = Path(path)
+    """A bundle directory, given a bundle dir or a run dir (which resolves to its `model-best`), or a shared
+    archive of either (see `locate`)."""
+    p = locate(path)
     if not p.exists():
         raise UlmfitError(f"no model at {p}", hint="pass a bundle directory or a training run's --out directory")
     if (p / "meta.json").is_file():

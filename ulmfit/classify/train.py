@@ -325,7 +325,9 @@ def train_classifier(src: str | Path | Corpus, *, lm: str | Path | None, out: st
     for name, state in (("model-best", best["state"]), ("model-last", last_state)):
         reports[name] = _valid_report(model, state, valid_docs, valid_y, labels, cfg, vocab, dev)
     data_meta = {"source": corpus.name, "fingerprint": corpus.fingerprint, "documents": counts}
-    lm_meta = None if bundle is None else {"path": _portable(bundle.path), "data": bundle.meta.get("data")}
+    shared = str(lm).startswith(("http://", "https://"))  # a URL says where the LM came from; a cache path would not
+    lm_meta = None if bundle is None else {"path": str(lm) if shared else _portable(bundle.path),
+                                           "data": bundle.meta.get("data")}
     with atomic_dir(out) as tmp:
         for name, state in (("model-best", best["state"]), ("model-last", last_state)):
             rep = reports[name]

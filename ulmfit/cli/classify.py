@@ -9,9 +9,10 @@ import typer
 
 from ulmfit.cli._common import Bs, Config, Device, Epochs, LabelCol, Out, Preset, Seed, Set, TextCol
 
-Lm = Annotated[Optional[Path], typer.Option(
+Lm = Annotated[Optional[str], typer.Option(
     "--lm", help="LM bundle (the --out of `ulmfit lm-finetune` or `pretrain`) whose encoder, tokenizer and "
-    "vocab the classifier uses.")]
+    "vocab the classifier uses; or a shared archive of one (an http(s):// or file:// URL or a .tar.gz file, "
+    "optionally ending in #sha256=<hex>), fetched and extracted once into $ULMFIT_DATA/models.")]
 FromScratch = Annotated[bool, typer.Option(
     "--from-scratch", help="Baseline: no LM, a randomly initialised encoder and a vocab built from SRC.")]
 Backwards = Annotated[bool, typer.Option(

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from ulmfit.cli._common import Device
 
-Model = Annotated[Path, typer.Argument(help="LM bundle, or a training run's --out directory (uses model-best).")]
+Model = Annotated[str, typer.Argument(help="LM bundle, or a training run's --out directory (uses model-best), "
+                                      "or a shared archive of either (URL or .tar.gz).")]
 Prompt = Annotated[str, typer.Argument(help="Text to continue.")]
 Words = Annotated[int, typer.Option("--words", "-n", help="Words to generate after the prompt.")]
 Temperature = Annotated[float, typer.Option(

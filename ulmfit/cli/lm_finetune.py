@@ -11,7 +11,8 @@ from ulmfit.cli.pretrain import Backwards, MaxDocs, Resume, Src, echo_result, lm
 
 Pretrained = Annotated[str, typer.Option(
     "--pretrained", help="An LM bundle (the --out of `ulmfit pretrain`), or a folder with fastai's WikiText-103 "
-    "files (lstm_fwd.pth or lstm_bwd.pth + itos_wt103.pkl), or wt103.")]
+    "files (lstm_fwd.pth or lstm_bwd.pth + itos_wt103.pkl), or wt103; or a shared archive of either (an "
+    "http(s):// or file:// URL or a .tar.gz file, optionally ending in #sha256=<hex>).")]
 
 
 HELP = (

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -29,9 +28,9 @@ def register(app: typer.Typer) -> None:
         "Writes one row per input row, in input order: the label and one probability per class. Large files "
         "stream through in chunks; several models are ensembled (mean of probabilities)."))
     def predict_cmd(
-        models: list[Path] = typer.Argument(..., metavar="MODEL [MODEL ...]",
-                                            help="Classifier directories; several are ensembled (mean of "
-                                            "probabilities)."),
+        models: list[str] = typer.Argument(..., metavar="MODEL [MODEL ...]",
+                                           help="Classifier directories (or shared archives of them: URL or "
+                                           ".tar.gz); several are ensembled (mean of probabilities)."),
         input: Input = "-",
         output: Output = "-",
         text_col: TextCol = None,

@@ -150,6 +150,53 @@ def get_dataset(name: str) -> Path:
     return home / ds.root
 
 
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+
+
+def is_archive_ref(ref: str | Path) -> bool:
+    """True for an http(s):// or file:// URL, or a path to a .tar.gz / .tgz / .tar file."""
+    s = str(ref)
+    if s.startswith(("http://", "https://", "file://")):
+        return True
+    return s.split("#", 1)[0].endswith(ARCHIVE_SUFFIXES) and Path(s.split("#", 1)[0]).is_file()
+
+
+def get_archive(ref: str | Path) -> Path:
+    """A shared archive (a model bundle packed with `tar czf`), extracted once into $ULMFIT_DATA/models/.
+
+    `ref` is an http(s):// or file:// URL or a local .tar.gz/.tgz/.tar path; a `#sha256=<hex>` suffix pins the
+    archive's digest (as pip does), checked before anything is extracted. Extraction is as safe and atomic as a
+    dataset's; a URL is fetched once (its cache entry is keyed by the URL), a local file whenever its content
+    changes (keyed by its sha256). Returns the extracted folder.
+    """
+    ref, _, pin = str(ref).partition("#")
+    checksums: tuple[str, ...] = ()
+    if pin:
+        algo, _, hexdigest = pin.partition("=")
+        if algo not in ("sha256", "md5") or not hexdigest:
+            raise UlmfitError(f"cannot read the digest {pin!r} of {ref}", hint="write it as #sha256=<hex>")
+        checksums = (f"{algo}:{hexdigest.lower()}",)
+    local = None if ref.startswith(("http://", "https://", "file://")) else Path(ref)
+    if local is not None and not local.is_file():
+        raise UlmfitError(f"no archive at {local}", hint="pass a .tar.gz file, or an http(s):// or file:// URL")
+    stem = PurePosixPath(ref).name
+    for suffix in ARCHIVE_SUFFIXES:
+        stem = stem.removesuffix(suffix)
+    key = (_digests(local)["sha256"] if local is not None else hashlib.sha256(ref.encode()).hexdigest())[:12]
+    ds = Dataset(name=f"models/{stem or 'archive'}-{key}", url=ref if local is None else local.resolve().as_uri(),
+                 checksums=checksums, root=".", expect=(), description=f"shared archive {ref}")
+    home = data_dir() / ds.name
+    if (home / MARKER).is_file():
+        return home
+    if local is not None:
+        _verify(local, ds, origin=str(local))
+        _extract(local, ds, home)
+    else:
+        with _download(ds, hint="check the URL, or download it by hand and pass the file's path") as archive:
+            _extract(archive, ds, home)
+    return home
+
+
 def _local_archives(ds: Dataset) -> list[Path]:
     mirror = os.environ.get("ULMFIT_MIRROR")
     found = [Path(mirror) / ds.filename] if mirror else []
@@ -198,14 +245,14 @@ def _read_blocks(response) -> Iterator[bytes]:
 
 
 @contextlib.contextmanager
-def _download(ds: Dataset) -> Iterator[Path]:
+def _download(ds: Dataset, hint: str | None = None) -> Iterator[Path]:
     """Download into a temporary file in the cache, verify it, yield it; it is deleted on exit either way."""
     cache = data_dir()
     cache.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{ds.filename}.download-", dir=cache)
     tmp = Path(tmp_name)
-    hint = (f"set ULMFIT_MIRROR to a folder holding {ds.filename}, or download {ds.url} by hand and place it "
-            f"at {cache / ds.filename}")
+    hint = hint or (f"set ULMFIT_MIRROR to a folder holding {ds.filename}, or download {ds.url} by hand and "
+                    f"place it at {cache / ds.filename}")
     try:
         try:
             with os.fdopen(fd, "wb") as f, urllib.request.urlopen(ds.url, timeout=60) as response:
@@ -287,4 +334,4 @@ def _extract(archive: Path, ds: Dataset, home: Path) -> None:
             raise UlmfitError(f"{ds.filename} does not hold the expected {', '.join(missing)}",
                               hint="the archive is not the expected dataset; delete it and get it again")
         (tmp / MARKER).write_text(json.dumps({"name": ds.name, "url": ds.url, "root": ds.root}) + "\n")
-    _log(f"{ds.name}: ready in {home / ds.root} ({time.perf_counter() - t0:.1f}s)")
+    _log(f"{ds.name}: ready in {os.path.normpath(home / ds.root)} ({time.perf_counter() - t0:.1f}s)")

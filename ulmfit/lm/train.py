@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ulmfit._io import atomic_dir, read_json, write_json
-from ulmfit.bundle import direction_name, read_bundle, write_bundle
+from ulmfit.bundle import direction_name, locate, read_bundle, write_bundle
 from ulmfit.errors import UlmfitError
 from ulmfit.lm.config import (ARCH_KEYS, TOKENIZER_KEYS, LMConfig, Phase, format_config, format_schedule,
                               resolve_config, schedule, validate)
@@ -241,7 +241,7 @@ def _open_pretrained(pretrained: str | Path, backwards: bool) -> dict[str, Any]:
     """Classify the --pretrained argument: our bundle, or a fastai checkpoint folder (or registry name)."""
     from ulmfit.lm.wt103 import find_checkpoint
 
-    p = Path(pretrained)
+    p = locate(pretrained)  # a shared archive (URL or .tar.gz) is fetched and extracted once
     if not p.exists() and str(pretrained) in ("wt103", "wt103-fwd", "wt103-bwd"):
         from ulmfit.data import get_dataset  # the registry downloads (or finds) fastai's archive
 
