@@ -147,6 +147,12 @@ def test_bundle_round_trip_gives_identical_predictions(trained, tmp_path) -> Non
     acc = float((np.array(clf.labels)[probs.argmax(1)] == np.array(valid.labels)).mean())
     meta = json.loads((out / "model-best" / "meta.json").read_text())
     assert acc == pytest.approx(meta["valid"]["accuracy"])  # the bundle's recorded metrics are reproducible
+    # predict applies the temperature fitted on the 200 valid reviews: the recorded NLL is what predict gives
+    cal = meta["calibration"]
+    assert cal["valid_docs"] == 200 and cal["temperature"] == clf.temperature > 0
+    assert cal["nll"] <= cal["nll_before"] and cal["nll"] == pytest.approx(meta["valid"]["nll"])
+    y = np.array([clf.labels.index(v) for v in valid.labels])
+    assert -np.log(probs[np.arange(len(y)), y]).mean() == pytest.approx(cal["nll"], rel=1e-3)
     moved = tmp_path / "elsewhere"
     shutil.copytree(out / "model-best", moved)  # bundles are relocatable: no absolute paths inside
     np.testing.assert_array_equal(Classifier.load(moved).predict_proba(valid.texts), probs)

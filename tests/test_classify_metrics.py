@@ -52,3 +52,30 @@ def test_confusion_png(tmp_path) -> None:
     plot_confusion(np.array([[5, 1], [2, 7]]), ["neg", "pos"], path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not [p for p in tmp_path.iterdir() if p.name != "cm.png"]  # no temporary left behind
+
+
+def test_expected_calibration_error_by_hand() -> None:
+    from ulmfit.classify.metrics import expected_calibration_error
+
+    y = np.array([0, 0, 1, 1])
+    # two documents at confidence 0.95 (one right), two at 0.65 (both right): |0.5-0.95|/2 + |1-0.65|/2
+    probs = np.array([[0.95, 0.05], [0.05, 0.95], [0.35, 0.65], [0.35, 0.65]])
+    assert expected_calibration_error(y, probs) == pytest.approx(0.45 / 2 + 0.35 / 2)
+    assert expected_calibration_error(y[:0], probs[:0]) == 0.0
+
+
+def test_temperature_fit_recovers_an_overconfident_model() -> None:
+    from ulmfit.classify.metrics import expected_calibration_error, fit_temperature, temperature_scale
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(scale=1.5, size=(5000, 3))
+    honest = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    y = np.array([rng.choice(3, p=p) for p in honest])
+    overconfident = temperature_scale(honest, 0.5)  # logits doubled: the classic fine-tuned network
+    t = fit_temperature(y, overconfident)
+    assert 1.8 < t < 2.2  # undoes the doubling
+    fixed = temperature_scale(overconfident, t)
+    assert (fixed.argmax(1) == overconfident.argmax(1)).all()  # accuracy cannot change
+    assert expected_calibration_error(y, fixed) < expected_calibration_error(y, overconfident) / 3
+    assert np.allclose(fixed, honest, atol=0.03)
+    assert fit_temperature(y, honest) == pytest.approx(1.0, abs=0.1)

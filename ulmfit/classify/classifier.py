@@ -23,7 +23,7 @@ class Classifier:
 
     def __init__(self, model, *, tokenizer, vocab, labels: list[str], config: ClassifierConfig,
                  arch: dict[str, Any], direction: str = "forward", path: Path | None = None, device=None,
-                 quantized: bool = False) -> None:
+                 quantized: bool = False, temperature: float = 1.0) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.vocab = vocab
@@ -34,6 +34,7 @@ class Classifier:
         self.path = path
         self.device = device
         self.quantized = quantized
+        self.temperature = temperature  # fitted on the valid split by `ulmfit classify` (1: none)
 
     @property
     def backwards(self) -> bool:
@@ -67,8 +68,12 @@ class Classifier:
         model = build_model(len(vocab.itos), len(labels), arch, cfg, pad_idx=vocab.pad_id)
         load_state(model, b.load_state("model"))
         model = inference_model(model.to(dev), quantize=quantize)
+        temperature = float((b.meta.get("calibration") or {}).get("temperature", 1.0))  # older bundles: none
+        if not temperature > 0:
+            raise UlmfitError(f"{b.path}/meta.json has a bad calibration temperature {temperature}",
+                              hint="the bundle is damaged; train again")
         return cls(model, tokenizer=tokenizer, vocab=vocab, labels=labels, config=cfg, arch=arch,
-                   direction=b.direction, path=b.path, device=dev, quantized=quantize)
+                   direction=b.direction, path=b.path, device=dev, quantized=quantize, temperature=temperature)
 
     # ------------------------------------------------------------------------------------------ predict
 
@@ -79,6 +84,7 @@ class Classifier:
     def predict_proba(self, texts: str | Iterable[str], *, bs: int | None = None,
                       progress: bool = False) -> np.ndarray:
         """(n_texts, n_labels) float32 probabilities, rows in input order, columns in `self.labels` order."""
+        from ulmfit.classify.metrics import temperature_scale
         from ulmfit.classify.model import predict_ids
 
         texts = [texts] if isinstance(texts, str) else list(texts)
@@ -88,9 +94,10 @@ class Classifier:
         if bad is not None:
             raise UlmfitError(f"text {bad} is a {type(texts[bad]).__name__}, not a string")
         docs = self.numericalize(texts)
-        return predict_ids(self.model, docs, bs=bs or max(self.config.bs, 64), pad_idx=self.vocab.pad_id,
-                           bptt=self.config.bptt, backwards=self.backwards, bos_idx=self.vocab.bos_id,
-                           device=self.device, progress_desc="predict" if progress else None)
+        probs = predict_ids(self.model, docs, bs=bs or max(self.config.bs, 64), pad_idx=self.vocab.pad_id,
+                            bptt=self.config.bptt, backwards=self.backwards, bos_idx=self.vocab.bos_id,
+                            device=self.device, progress_desc="predict" if progress else None)
+        return temperature_scale(probs, self.temperature)
 
     def predict(self, texts: str | Iterable[str], *, bs: int | None = None) -> list[dict[str, Any]]:
         """One {"label": best label, "probs": {label: probability}} per text, in input order."""

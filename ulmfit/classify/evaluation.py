@@ -117,10 +117,11 @@ def format_report(report: EvalReport) -> str:
     name_w = max(12, *(len(r["model"]) for r in rows))
     lines = [f"{report.source} / {report.split}: {report.headline['documents']:,} documents, "
              f"{len(report.labels)} labels",
-             f"{'model':<{name_w}}  {'direction':<16} {'accuracy':>9} {'error':>7} {'macro-F1':>9}"]
+             f"{'model':<{name_w}}  {'direction':<16} {'accuracy':>9} {'error':>7} {'macro-F1':>9} {'NLL':>7} "
+             f"{'ECE':>6}"]
     for r in rows:
         lines.append(f"{r['model']:<{name_w}}  {r['direction']:<16} {r['accuracy']:>9.4f} {r['error_rate']:>7.4f} "
-                     f"{r['macro_f1']:>9.4f}")
+                     f"{r['macro_f1']:>9.4f} {r['nll']:>7.4f} {r['ece']:>6.4f}")
     head = report.headline
     lab_w = max(8, *(len(lab) for lab in report.labels))
     lines += ["", f"{'label':<{lab_w}} {'precision':>9} {'recall':>7} {'f1':>7} {'support':>8}"]

@@ -321,9 +321,9 @@ def train_classifier(src: str | Path | Corpus, *, lm: str | Path | None, out: st
         log(why)
     valid_y = np.array([labels.index(y) for y in store.labels("valid")], dtype=np.int64)
     common_config = bundle_config(cfg, arch, vocab, tokenizer, labels)
-    reports = {}
+    reports, calibration = {}, {}
     for name, state in (("model-best", best["state"]), ("model-last", last_state)):
-        reports[name] = _valid_report(model, state, valid_docs, valid_y, labels, cfg, vocab, dev)
+        reports[name], calibration[name] = _valid_report(model, state, valid_docs, valid_y, labels, cfg, vocab, dev)
     data_meta = {"source": corpus.name, "fingerprint": corpus.fingerprint, "documents": counts}
     shared = str(lm).startswith(("http://", "https://"))  # a URL says where the LM came from; a cache path would not
     lm_meta = None if bundle is None else {"path": str(lm) if shared else _portable(bundle.path),
@@ -334,7 +334,8 @@ def train_classifier(src: str | Path | Corpus, *, lm: str | Path | None, out: st
             meta = {"stage": "classifier", "labels": labels, "direction": direction_name(cfg.backwards),
                     "metrics": history, "best_epoch": best["epoch"],
                     "epoch": best["epoch"] if name == "model-best" else len(history),
-                    "valid": rep, "data": data_meta, "lm": lm_meta, "from_scratch": cfg.from_scratch,
+                    "valid": rep, "calibration": calibration[name], "data": data_meta, "lm": lm_meta,
+                    "from_scratch": cfg.from_scratch,
                     "interrupted": interrupted, "seconds": round(time.time() - t0, 1)}
             save_classifier(tmp / name, config=common_config, meta=meta, vocab=vocab, tokenizer=tokenizer,
                             state=state)
@@ -347,6 +348,13 @@ def train_classifier(src: str | Path | Corpus, *, lm: str | Path | None, out: st
     log(f"model-best (epoch {best['epoch']}): valid accuracy {result.accuracy:.4f}, macro-F1 "
         f"{result.valid['macro_f1']:.4f} as predict scores it; saved to {out}/model-best and {out}/model-last "
         f"({seconds:.0f}s)")
+    cal = calibration["model-best"]
+    if cal["temperature"] != 1.0:
+        log(f"calibration: temperature {cal['temperature']:.2f} fitted on {cal['valid_docs']} valid documents "
+            f"(ECE {cal['ece_before']:.3f} -> {cal['ece']:.3f}, NLL {cal['nll_before']:.3f} -> {cal['nll']:.3f})")
+    elif cfg.calibrate and cal["valid_docs"] < MIN_CALIBRATION_DOCS:
+        log(f"calibration: skipped, {cal['valid_docs']} valid documents are too few to fit a temperature "
+            f"(at least {MIN_CALIBRATION_DOCS})")
     if interrupted:
         raise KeyboardInterrupt
     return result
@@ -397,16 +405,25 @@ def _check_store(store, bundle) -> None:
                          what_a=f"the language model {_portable(bundle.path)}", what_b="the classifier's token store")
 
 
-def _valid_report(model, state, docs, y, labels, cfg, vocab, dev) -> dict[str, Any]:
-    """Metrics of `state` on the valid split with the same batch-independent inference `predict` uses."""
-    from ulmfit.classify.metrics import classification_report
+MIN_CALIBRATION_DOCS = 50  # fewer valid documents fit a temperature to noise; it stays 1
+
+
+def _valid_report(model, state, docs, y, labels, cfg, vocab, dev) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(metrics, calibration) of `state` on the valid split, with the same batch-independent inference and the
+    same temperature that `predict` uses."""
+    from ulmfit.classify.metrics import classification_report, fit_temperature, temperature_scale
     from ulmfit.classify.model import predict_ids
 
     model.load_state_dict(state)
     model.eval()
     probs = predict_ids(model, docs, bs=max(cfg.bs, 32), pad_idx=vocab.pad_id, bptt=cfg.bptt,
                         backwards=cfg.backwards, bos_idx=vocab.bos_id, device=dev)
-    return classification_report(y, probs, labels)
+    raw = classification_report(y, probs, labels)
+    t = fit_temperature(y, probs) if cfg.calibrate and len(y) >= MIN_CALIBRATION_DOCS else 1.0
+    report = classification_report(y, temperature_scale(probs, t), labels)
+    calibration = {"temperature": t, "valid_docs": int(len(y)), "nll_before": raw["nll"], "nll": report["nll"],
+                   "ece_before": raw["ece"], "ece": report["ece"]}
+    return report, calibration
 
 
 def save_classifier(path: Path, *, config: dict, meta: dict, vocab, tokenizer, state) -> None:
