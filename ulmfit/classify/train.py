@@ -179,7 +179,6 @@ def _scratch_tokenizer_spec(preset: str):
     return TokenizerSpec(**lm_config(preset).tokenizer_spec())
 
 
-
 def best_epoch(history: list[dict[str, Any]], n_valid: int, margin: float) -> tuple[int, str | None]:
     """The epoch model-best holds: the best by validation (accuracy, then loss), unless the last epoch is within
     `margin` standard errors of its accuracy; then the last. Returns (epoch, a log line when noise decided).
@@ -203,6 +202,7 @@ def best_epoch(history: list[dict[str, Any]], n_valid: int, margin: float) -> tu
     return last["epoch"], (f"model-best is the last epoch ({last['epoch']}): epoch {best['epoch']} led it by "
                            f"{lead:.4f} valid accuracy, within {margin:g} standard errors ({margin * se:.4f}) of "
                            f"{n_valid} valid documents (--set best_margin=0 keeps the best epoch)")
+
 
 def train_classifier(src: str | Path | Corpus, *, lm: str | Path | None, out: str | Path, config: ClassifierConfig,
                      text_col: str | None = None, label_col: str | None = None, device: str | None = None,
@@ -325,7 +325,7 @@ def train_classifier(src: str | Path | Corpus, *, lm: str | Path | None, out: st
     for name, state in (("model-best", best["state"]), ("model-last", last_state)):
         reports[name], calibration[name] = _valid_report(model, state, valid_docs, valid_y, labels, cfg, vocab, dev)
     data_meta = {"source": corpus.name, "fingerprint": corpus.fingerprint, "documents": counts}
-    shared = str(lm).startswith(("http://", "https://"))  # a URL says where the LM came from; a cache path would not
+    shared = str(lm).startswith(("http://", "https://"))  # a URL says where the LM came from; its cache would not
     lm_meta = None if bundle is None else {"path": str(lm) if shared else _portable(bundle.path),
                                            "data": bundle.meta.get("data")}
     with atomic_dir(out) as tmp:
