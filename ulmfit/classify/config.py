@@ -87,7 +87,7 @@ class ClassifierConfig:
     max_train: int | None = None  # keep only N training documents (stratified): the low-shot setting
     min_steps: int = 0  # fewer optimizer steps than this in the whole schedule: smaller bs, longer last stage
     best_margin: float = 2.0  # an earlier epoch is model-best only if it beats the last by this many std. errors
-    calibrate: bool = True  # fit a softmax temperature on the valid split (>= 50 documents) so probabilities are honest
+    calibrate: bool = True  # fit a softmax temperature on the valid split (>= 200 docs): honest probabilities
     seed: int = 42
 
     def total_epochs(self) -> int:

@@ -48,7 +48,7 @@ def register(app: typer.Typer) -> None:
         "--set min_steps=0 turns that off. Writes OUT/model-best "
         "and OUT/model-last: bundles with per-epoch metrics, labels and a confusion matrix. model-best is the "
         "best epoch by validation accuracy only when it beats the last by more than 2 standard errors "
-        "(best_margin; a small validation split is noise), otherwise the last epoch. With 50 or more validation "
+        "(best_margin; a small validation split is noise), otherwise the last epoch. With 200 or more validation "
         "documents a softmax temperature is fitted on them (calibrate), so that predicted probabilities match "
         "observed accuracy; the ranking and accuracy are unchanged."))
     def classify(
