@@ -325,7 +325,8 @@ def train_classifier(src: str | Path | Corpus, *, lm: str | Path | None, out: st
     for name, state in (("model-best", best["state"]), ("model-last", last_state)):
         reports[name], calibration[name] = _valid_report(model, state, valid_docs, valid_y, labels, cfg, vocab, dev)
     data_meta = {"source": corpus.name, "fingerprint": corpus.fingerprint, "documents": counts}
-    shared = str(lm).startswith(("http://", "https://"))  # a URL says where the LM came from; its cache would not
+    # an http(s) URL says where the LM came from (its cache would not); file:// is a local absolute path: not stored
+    shared = str(lm).startswith(("http://", "https://"))
     lm_meta = None if bundle is None else {"path": str(lm) if shared else _portable(bundle.path),
                                            "data": bundle.meta.get("data")}
     with atomic_dir(out) as tmp:
@@ -422,7 +423,7 @@ def _valid_report(model, state, docs, y, labels, cfg, vocab, dev) -> tuple[dict[
                         backwards=cfg.backwards, bos_idx=vocab.bos_id, device=dev)
     raw = classification_report(y, probs, labels)
     t = fit_temperature(y, probs) if cfg.calibrate and len(y) >= MIN_CALIBRATION_DOCS else 1.0
-    report = classification_report(y, temperature_scale(probs, t), labels)
+    report = raw if t == 1.0 else classification_report(y, temperature_scale(probs, t), labels)
     calibration = {"temperature": t, "valid_docs": int(len(y)), "nll_before": raw["nll"], "nll": report["nll"],
                    "ece_before": raw["ece"], "ece": report["ece"]}
     return report, calibration

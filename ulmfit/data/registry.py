@@ -151,14 +151,13 @@ def get_dataset(name: str) -> Path:
 
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+URL_SCHEMES = ("http://", "https://", "file://")
 
 
 def is_archive_ref(ref: str | Path) -> bool:
     """True for an http(s):// or file:// URL, or a path to a .tar.gz / .tgz / .tar file."""
-    s = str(ref)
-    if s.startswith(("http://", "https://", "file://")):
-        return True
-    return s.split("#", 1)[0].endswith(ARCHIVE_SUFFIXES) and Path(s.split("#", 1)[0]).is_file()
+    path = str(ref).partition("#")[0]
+    return path.startswith(URL_SCHEMES) or (path.endswith(ARCHIVE_SUFFIXES) and Path(path).is_file())
 
 
 def get_archive(ref: str | Path) -> Path:
@@ -176,7 +175,7 @@ def get_archive(ref: str | Path) -> Path:
         if algo not in ("sha256", "md5") or not hexdigest:
             raise UlmfitError(f"cannot read the digest {pin!r} of {ref}", hint="write it as #sha256=<hex>")
         checksums = (f"{algo}:{hexdigest.lower()}",)
-    local = None if ref.startswith(("http://", "https://", "file://")) else Path(ref)
+    local = None if ref.startswith(URL_SCHEMES) else Path(ref)
     if local is not None and not local.is_file():
         raise UlmfitError(f"no archive at {local}", hint="pass a .tar.gz file, or an http(s):// or file:// URL")
     stem = PurePosixPath(ref).name
