@@ -177,6 +177,15 @@ def test_pretrain_without_valid_split_or_text(work, capsys, tmp_path):
     assert rc == 1 and capsys.readouterr().err.startswith("error: ")
 
 
+def test_a_bad_progress_interval_fails_before_any_work(pretrained, work, capsys, monkeypatch):
+    monkeypatch.setenv("ULMFIT_LOG_EVERY", "often")
+    for argv in (["pretrain", work / "numbers.csv"], ["lm-finetune", work / "numbers.csv", "--pretrained", work / "lm"]):
+        rc = main([str(a) for a in argv] + ["--out", str(work / "o"), "--preset", "tiny"])
+        err = capsys.readouterr().err
+        assert rc == 1 and "ULMFIT_LOG_EVERY='often' is not a number of seconds" in err, err
+        assert not (work / "o").exists()
+
+
 def test_lm_finetune_can_extend_the_vocabulary(pretrained, work):
     import torch
 

@@ -69,6 +69,7 @@ def pretrain(src: str | Path | Corpus, out: str | Path, cfg: LMConfig | str = "s
     vocabulary are trained on those non-test splits (ulmfit.store.build_store).
     """
     preset, cfg = _as_config(cfg, preset)
+    _log_every()  # a bad ULMFIT_LOG_EVERY fails here, before any data is read
     out = Path(out)
     phases = schedule(cfg, "pretrain")
     if not phases:
@@ -108,6 +109,7 @@ def finetune(src: str | Path | Corpus, pretrained: str | Path, out: str | Path, 
     pretrained model is an error (rather than silently ignored).
     """
     preset, cfg = _as_config(cfg, preset)
+    _log_every()  # a bad ULMFIT_LOG_EVERY fails here, before any data is read
     out = Path(out)
     source = _open_pretrained(pretrained, backwards)
     cfg = _adopt_pretrained_arch(cfg, source, explicit)
