@@ -80,16 +80,16 @@ def fit_temperature(y_true: np.ndarray, probs: np.ndarray) -> float:
 
     One parameter fitted on held-out documents: accuracy is unchanged, probabilities mean what they say."""
     y_true = np.asarray(y_true, dtype=np.int64)
-    logp = np.log(np.clip(np.asarray(probs, dtype=np.float64), 1e-12, 1.0))
-    rows = np.arange(len(y_true))
-
-    def nll(t: float) -> float:
-        z = logp / t
-        z -= z.max(axis=1, keepdims=True)
-        return float(-(z[rows, y_true] - np.log(np.exp(z).sum(axis=1))).mean())
-
+    probs = np.asarray(probs, dtype=np.float64)
     grid = np.geomspace(0.05, 20.0, 241)  # 2.5% steps: finer than the fit's own noise on a validation split
-    return float(grid[int(np.argmin([nll(t) for t in grid]))])
+    return float(grid[int(np.argmin([_nll(y_true, temperature_scale(probs, t)) for t in grid]))])
+
+
+def _nll(y_true: np.ndarray, probs: np.ndarray) -> float:
+    """Mean negative log-likelihood of the true class."""
+    if not len(y_true):
+        return 0.0
+    return float(-np.log(np.clip(probs[np.arange(len(y_true)), y_true], 1e-12, 1.0)).mean())
 
 
 def classification_report(y_true: np.ndarray, probs: np.ndarray, labels: list[str]) -> dict[str, Any]:
@@ -101,15 +101,12 @@ def classification_report(y_true: np.ndarray, probs: np.ndarray, labels: list[st
     cm = confusion_matrix(y_true, y_pred, n)
     precision, recall, f1, support = per_class(cm)
     accuracy = float((y_pred == y_true).mean()) if len(y_true) else 0.0
-    # Mean negative log-likelihood of the true class: the "valid loss" of an unweighted, unsmoothed model.
-    p_true = probs[np.arange(len(y_true)), y_true] if len(y_true) else np.zeros(0)
-    nll = float(-np.log(np.clip(p_true, 1e-12, 1.0)).mean()) if len(y_true) else 0.0
     return {
         "documents": int(len(y_true)),
         "accuracy": accuracy,
         "error_rate": 1.0 - accuracy,
         "macro_f1": macro_f1_from_cm(cm),
-        "nll": nll,
+        "nll": _nll(y_true, probs),  # the "valid loss" of an unweighted, unsmoothed model
         "ece": expected_calibration_error(y_true, probs),
         "per_class": {
             lab: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
