@@ -176,6 +176,27 @@ def test_bad_inputs_fail_cleanly_and_write_nothing(model_dir, tmp_path, capsys) 
     assert "output format" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("which, path, fmt, expect", [
+    ("input", "in.csv", None, "csv"), ("input", "in.TSV", None, "tsv"), ("input", "in.ndjson", None, "jsonl"),
+    ("input", "notes", None, "lines"), ("input", "-", None, "lines"), ("input", "in.csv", "lines", "lines"),
+    ("input", "in.pdf", None, "name it .csv/.tsv/.jsonl/.txt or pass --input-format"),
+    ("input", "in.csv", "xml", "unknown input format 'xml'"),
+    ("output", "out.csv", None, "csv"), ("output", "out.json", None, "jsonl"), ("output", "-", None, "jsonl"),
+    ("output", "out.txt", "csv", "csv"), ("output", "out", None, "name it .csv/.jsonl or pass --output-format"),
+    ("output", "out.txt", None, "cannot tell the output format of out.txt"),
+    ("output", "out.csv", "parquet", "unknown output format 'parquet'")])
+def test_format_from_option_or_extension(which, path, fmt, expect) -> None:
+    from ulmfit.classify import predict
+
+    resolve = predict.input_format if which == "input" else predict.output_format
+    if " " not in expect:
+        assert resolve(path, fmt) == expect
+        return
+    with pytest.raises(UlmfitError) as e:
+        resolve(path, fmt)
+    assert expect in f"{e.value} {e.value.hint}"
+
+
 def test_models_with_different_labels_are_refused(model_dir, tmp_path, capsys) -> None:
     other = make_bundle(tmp_path / "stars", labels=("1", "2", "3"))
     src = tmp_path / "in.txt"

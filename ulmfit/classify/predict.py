@@ -29,6 +29,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from ulmfit.data.readers import find_column, iter_jsonl
 from ulmfit.errors import UlmfitError
 
 IN_FORMATS = ("csv", "tsv", "jsonl", "lines")
@@ -51,40 +52,37 @@ class PredictResult:
         return self.rows / self.seconds if self.seconds > 0 else float("inf")
 
 
-def input_format(path: str, fmt: str | None) -> str:
+def _resolve_format(path: str, fmt: str | None, what: str, formats: tuple[str, ...], suffixes: dict[str, str],
+                    stdio: str, bare: str | None) -> str:
+    """An explicit --input-format/--output-format, else the file's extension; `stdio` for "-", `bare` for a name
+    without an extension (None: an error)."""
     if fmt is not None:
-        if fmt not in IN_FORMATS:
-            raise UlmfitError(f"unknown input format {fmt!r}", hint=f"use one of: {', '.join(IN_FORMATS)}")
+        if fmt not in formats:
+            raise UlmfitError(f"unknown {what} format {fmt!r}", hint=f"use one of: {', '.join(formats)}")
         return fmt
     if path == "-":
-        return "lines"
+        return stdio
     suffix = Path(path).suffix.lower()
-    if suffix in _IN_SUFFIX:
-        return _IN_SUFFIX[suffix]
-    if not suffix:
-        return "lines"
-    raise UlmfitError(f"cannot tell the format of {Path(path).name} from its extension",
-                      hint=f"name it .csv/.tsv/.jsonl/.txt or pass --input-format ({', '.join(IN_FORMATS)})")
+    if suffix in suffixes:
+        return suffixes[suffix]
+    if not suffix and bare is not None:
+        return bare
+    first = {}  # each format's first extension: its usual name
+    for ext, f in suffixes.items():
+        first.setdefault(f, ext)
+    names = "/".join(first.values())
+    raise UlmfitError(f"cannot tell the {what} format of {Path(path).name} from its extension",
+                      hint=f"name it {names} or pass --{what}-format ({', '.join(formats)})")
+
+
+def input_format(path: str, fmt: str | None) -> str:
+    """The input format: `fmt` if given, else from the extension; stdin and extension-less files are lines."""
+    return _resolve_format(path, fmt, "input", IN_FORMATS, _IN_SUFFIX, stdio="lines", bare="lines")
 
 
 def output_format(path: str, fmt: str | None) -> str:
-    if fmt is not None:
-        if fmt not in OUT_FORMATS:
-            raise UlmfitError(f"unknown output format {fmt!r}", hint=f"use one of: {', '.join(OUT_FORMATS)}")
-        return fmt
-    if path == "-":
-        return "jsonl"
-    suffix = Path(path).suffix.lower()
-    if suffix in _OUT_SUFFIX:
-        return _OUT_SUFFIX[suffix]
-    raise UlmfitError(f"cannot tell the output format of {Path(path).name} from its extension",
-                      hint="name it .csv or .jsonl, or pass --output-format csv|jsonl")
-
-
-def _find_col(header: list[str], wanted: str) -> str | None:
-    if wanted in header:
-        return wanted
-    return {h.lower(): h for h in header}.get(wanted.lower())
+    """The output format: `fmt` if given, else from the extension; stdout is JSON lines."""
+    return _resolve_format(path, fmt, "output", OUT_FORMATS, _OUT_SUFFIX, stdio="jsonl", bare=None)
 
 
 def _text_columns(header: list[str], text_col: str | None, name: str) -> list[str]:
@@ -92,13 +90,13 @@ def _text_columns(header: list[str], text_col: str | None, name: str) -> list[st
     if text_col:
         cols = []
         for c in (c.strip() for c in text_col.split(",")):
-            found = _find_col(header, c)
+            found = find_column(header, c)
             if found is None:
                 raise UlmfitError(f"unknown text column {c!r} in {name} (available: {available})",
                                   hint="pass --text-col with one of the available columns")
             cols.append(found)
         return cols
-    found = next((f for f in (_find_col(header, c) for c in TEXT_COLS) if f), None)
+    found = next((f for f in (find_column(header, c) for c in TEXT_COLS) if f), None)
     if found is None:
         raise UlmfitError(f"no text column in {name}: none of {', '.join(TEXT_COLS)} (available: {available})",
                           hint="pass --text-col NAME")
@@ -135,16 +133,7 @@ def iter_texts(f: IO[str], fmt: str, *, text_col: str | None, name: str) -> Iter
         return
     if fmt == "jsonl":
         cols: list[str] | None = None
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UlmfitError(f"{name} line {n} is not valid JSON: {e.msg}",
-                                  hint="JSONL needs one JSON object per line") from None
-            if not isinstance(rec, dict):
-                raise UlmfitError(f"{name} line {n} is not a JSON object", hint="JSONL needs one object per line")
+        for n, rec in iter_jsonl(f, name):
             if cols is None:
                 cols = _text_columns(list(rec), text_col, name)
             missing = [c for c in cols if c not in rec]

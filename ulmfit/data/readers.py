@@ -36,7 +36,7 @@ import os
 import re
 import sys
 import tarfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -335,18 +335,7 @@ def _table_columns(data: bytes, fmt: str, name: str) -> tuple[list[str], Callabl
         return header, lambda c: [r[index[c]] if index[c] < len(r) else None for r in body], bad
     if fmt == "jsonl":
         text, bad = _decode(data)
-        records = []
-        for i, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UlmfitError(f"{name} line {i} is not valid JSON: {e.msg}",
-                                  hint="JSONL needs one JSON object per line") from None
-            if not isinstance(rec, dict):
-                raise UlmfitError(f"{name} line {i} is not a JSON object", hint="JSONL needs one object per line")
-            records.append(rec)
+        records = [rec for _, rec in iter_jsonl(text.splitlines(), name)]
         header = list(dict.fromkeys(k for rec in records for k in rec))
         return header, lambda c: [rec.get(c) for rec in records], bad
     if fmt == "parquet":
@@ -362,7 +351,24 @@ def _table_columns(data: bytes, fmt: str, name: str) -> tuple[list[str], Callabl
     raise UlmfitError(f"unknown table format {fmt!r}", hint=f"use one of: {', '.join(FORMATS)}")
 
 
-def _find_col(header: list[str], wanted: str) -> str | None:
+def iter_jsonl(lines: Iterable[str], name: str) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each non-blank line of a JSON-lines text; one clear error for a bad line.
+    Lazy, so `ulmfit predict` can stream a file of any size through it."""
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UlmfitError(f"{name} line {i} is not valid JSON: {e.msg}",
+                              hint="JSONL needs one JSON object per line") from None
+        if not isinstance(rec, dict):
+            raise UlmfitError(f"{name} line {i} is not a JSON object", hint="JSONL needs one object per line")
+        yield i, rec
+
+
+def find_column(header: list[str], wanted: str) -> str | None:
+    """`wanted` as spelled in `header`: an exact match, else the one that differs only in case."""
     if wanted in header:
         return wanted
     lower = {h.lower(): h for h in header}
@@ -375,25 +381,25 @@ def _resolve_columns(header: list[str], text_col, label_col, name: str) -> tuple
         asked = [c.strip() for c in text_col.split(",")] if isinstance(text_col, str) else list(text_col)
         text_cols = []
         for c in asked:
-            found = _find_col(header, c)
+            found = find_column(header, c)
             if found is None:
                 raise UlmfitError(f"unknown text column {c!r} in {name} (available: {available})",
                                   hint="pass --text-col with one of the available columns")
             text_cols.append(found)
     else:
-        found = next((f for f in (_find_col(header, c) for c in TEXT_COLS) if f), None)
+        found = next((f for f in (find_column(header, c) for c in TEXT_COLS) if f), None)
         if found is None:
             raise UlmfitError(f"no text column in {name}: none of {', '.join(TEXT_COLS)} (available: {available})",
                               hint="pass --text-col NAME (several joined by commas)")
         text_cols = [found]
     if label_col:
-        label = _find_col(header, label_col)
+        label = find_column(header, label_col)
         if label is None:
             raise UlmfitError(f"unknown label column {label_col!r} in {name} (available: {available})",
                               hint="pass --label-col with one of the available columns")
     else:
-        label = next((f for f in (_find_col(header, c) for c in LABEL_COLS) if f and f not in text_cols), None)
-    split = _find_col(header, "split") or _find_col(header, "is_valid")
+        label = next((f for f in (find_column(header, c) for c in LABEL_COLS) if f and f not in text_cols), None)
+    split = find_column(header, "split") or find_column(header, "is_valid")
     if split in text_cols or split == label:
         split = None
     return text_cols, label, split
