@@ -82,6 +82,16 @@ def test_lr_div_is_ulmfit_two_point_six_per_layer() -> None:
     assert ulmfit_schedule()[0].lr_div == 1.0  # head only: a single learning rate
 
 
+def test_schedule_by_name() -> None:
+    every = resolve_config("small", sets=["schedule=all-at-once"]).schedule
+    assert [(st.freeze_to, st.epochs, st.lr, st.lr_div) for st in every] == [(0, 5, 5e-3, LR_DIV)]
+    assert resolve_config("small", sets=["schedule=gradual"]).schedule == ulmfit_schedule()
+    assert [st.epochs for st in resolve_config("small", sets=["schedule=all-at-once"], epochs=8).schedule] == [8]
+    with pytest.raises(UlmfitError, match="unknown schedule 'fast'") as e:
+        resolve_config("small", sets=["schedule=fast"])
+    assert "gradual, all-at-once" in e.value.hint
+
+
 def test_few_labels_get_a_smaller_batch_and_a_longer_last_stage() -> None:
     # The measured few-label setting (docs/bench/imdb.md): 90 IMDb training reviews, bs 8, stages 1, 1, 1, 9.
     cfg = resolve_config("small")

@@ -59,6 +59,16 @@ def ulmfit_schedule() -> list[Stage]:
     ]
 
 
+def all_at_once_schedule() -> list[Stage]:
+    """The paper's "Full" ablation, no gradual unfreezing: every layer from the start, 5 epochs at the course's
+    third-stage learning rates, slice(5e-3/2.6**4, 5e-3). Measured on CPU-trained LMs (docs/bench/imdb.md)."""
+    return [Stage(freeze_to=0, epochs=5, lr=5e-3, lr_div=LR_DIV)]
+
+
+# Schedules by name: `--set schedule=all-at-once` instead of a list of stages.
+SCHEDULES = {"gradual": ulmfit_schedule, "all-at-once": all_at_once_schedule}
+
+
 @dataclass
 class ClassifierConfig:
     """Everything that decides a classifier run. Written, resolved, into every classifier bundle.
@@ -149,8 +159,13 @@ def _stage(obj: Any, where: str) -> Stage:
 def _coerce(name: str, value: Any, default: Any) -> Any:
     """Convert an override to the type of the field's default (ints stay ints, lists stay lists)."""
     if name == "schedule":
+        if isinstance(value, str):
+            if value not in SCHEDULES:
+                raise UlmfitError(f"unknown schedule {value!r}",
+                                  hint=f"name one of {', '.join(SCHEDULES)}, or give a list of stages")
+            return SCHEDULES[value]()
         if not isinstance(value, list):
-            raise UlmfitError("schedule must be a list of stages")
+            raise UlmfitError("schedule must be a schedule's name or a list of stages")
         return [_stage(s, f"schedule[{i}]") for i, s in enumerate(value)]
     if name == "class_weights":
         if isinstance(value, str) and value in ("none", "balanced"):

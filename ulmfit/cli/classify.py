@@ -41,8 +41,9 @@ def register(app: typer.Typer) -> None:
     @app.command("classify", help=(
         "Train a text classifier on a fine-tuned LM encoder with gradual unfreezing.\n\n"
         "The default schedule is the fastai course's on IMDb, printed before training: the head alone, then one "
-        "more layer group per stage with discriminative learning rates (lr/2.6 per group), then all layers. "
-        "--epochs N keeps one epoch per unfreezing stage and gives the rest to the last one. With few training "
+        "more layer group per stage with discriminative learning rates (lr/2.6 per group), then all layers; "
+        "--set schedule=all-at-once trains every layer from the start (5 epochs), and --config FILE may give "
+        "any list of stages. --epochs N keeps one epoch per unfreezing stage and gives the rest to the last one. With few training "
         "documents (fewer than min_steps optimizer steps in the whole schedule; 130 in the small and paper "
         "presets) the batch is halved down to 8 and the last stage lengthened, and the log says so; "
         "--set min_steps=0 turns that off. Writes OUT/model-best "
