@@ -90,6 +90,8 @@ def run_ulmfit(args: argparse.Namespace, train: Corpus, test: Corpus, lm: Corpus
         result.update(lm_perplexity=res.final.get("perplexity"), lm_accuracy=res.final.get("accuracy"),
                       lm_wall_s=round(time.perf_counter() - t, 1))
         args.lm = lm_dir  # the next label count reuses this LM (its time is reported once, with this row)
+        if args.lm_only:
+            return result
     t = time.perf_counter()
     ccfg = clas_config(args.preset, sets=list(args.clas_set or []), epochs=args.clas_epochs,
                        overrides={"from_scratch": scratch, "backwards": args.backwards,
@@ -199,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lm-finetune", type=int, default=0, metavar="EPOCHS",
                    help="fine-tune the LM on the labeled training texts first (1 frozen epoch + EPOCHS); 0 = skip")
     p.add_argument("--backwards", action="store_true", help="train the LM and classifier right to left")
+    p.add_argument("--lm-only", action="store_true",
+                   help="ulmfit: pretrain the LM and report its validation metrics, no classifier (LM ablations)")
     p.add_argument("--ensemble", type=Path, default=None,
                    help="also report the accuracy of this classifier bundle averaged with the one trained here")
     p.add_argument("--work", type=Path, default=Path("runs/bench_imdb"), help="where models are written")
@@ -209,6 +213,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     command = "python scripts/bench_imdb.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    if args.lm_only:
+        if args.config != "ulmfit" or args.lm is not None:
+            p.error("--lm-only trains an LM: it needs the ulmfit configuration and no --lm")
+        args.labels = args.labels[:1]  # one LM; the labeled sample is drawn but not used
     for n in args.labels:
         t0 = time.perf_counter()
         train, test, lm = imdb_splits(args.test_size, n, args.seed)
