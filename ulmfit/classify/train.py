@@ -111,6 +111,7 @@ def _make_learner(dls, model, cfg: ClassifierConfig, labels: list[str], weights:
     from fastai.text.models.awdlstm import awd_lstm_clas_split
     from fastcore.basics import noop
 
+    from ulmfit._memory import trim_callback
     from ulmfit.classify.metrics import macro_f1
 
     import torch
@@ -119,7 +120,7 @@ def _make_learner(dls, model, cfg: ClassifierConfig, labels: list[str], weights:
     loss = CrossEntropyLossFlat(weight=weight, label_smoothing=cfg.label_smoothing)
     f1 = AccumMetric(macro_f1, dim_argmax=-1, to_np=True, invert_arg=True, n_class=len(labels), name="macro_f1")
     learn = TextLearner(dls, model, loss_func=loss, metrics=[accuracy, f1], splitter=awd_lstm_clas_split,
-                        alpha=cfg.alpha, beta=cfg.beta, moms=tuple(cfg.moms), wd=cfg.wd)
+                        alpha=cfg.alpha, beta=cfg.beta, moms=tuple(cfg.moms), wd=cfg.wd, cbs=[trim_callback()])
     from fastai.callback.progress import ProgressCallback
 
     learn.remove_cbs(ProgressCallback)  # our own bars and one line per epoch instead of fastprogress' tables

@@ -578,7 +578,8 @@ def _epoch_callback(run: _Run, phase_idx: int, phase: Phase, epoch_offset: int, 
 def make_learner(cfg: LMConfig, dls, vocab, device) -> tuple[Any, dict]:
     """The fastai Learner of `language_model_learner`, built from our config: AWD-LSTM LM, flattened cross
     entropy, Adam, `awd_lstm_lm_split` layer groups, ModelResetter + RNNRegularizer (AR/TAR) + GradientClip,
-    accuracy and perplexity; mixed precision on a GPU. Returns (learner, arch)."""
+    accuracy and perplexity; freed memory handed back to the OS once a minute (`ulmfit._memory`); mixed
+    precision on a GPU. Returns (learner, arch)."""
     from fastai.callback.rnn import ModelResetter, RNNCallback, RNNRegularizer
     from fastai.callback.training import GradientClip
     from fastai.learner import Learner
@@ -587,13 +588,14 @@ def make_learner(cfg: LMConfig, dls, vocab, device) -> tuple[Any, dict]:
     from fastai.optimizer import Adam
     from fastai.text.models.awdlstm import awd_lstm_lm_split
 
+    from ulmfit._memory import trim_callback
     from ulmfit.lm.model import build_lm
 
     vocab_size = len(vocab.itos)
     arch = cfg.arch(vocab_size)
     arch["pad_token"] = int(vocab.pad_id)
     model = build_lm(arch, vocab_size)
-    cbs = [ModelResetter(), RNNCallback()]
+    cbs = [ModelResetter(), RNNCallback(), trim_callback()]
     if cfg.alpha or cfg.beta:
         cbs.append(RNNRegularizer(alpha=cfg.alpha, beta=cfg.beta))
     if cfg.clip:
