@@ -1,8 +1,8 @@
-"""ULMFiT step 3: text classifiers on a fine-tuned LM encoder, trained with gradual unfreezing.
+"""ULMFiT step 3: text classifiers on a fine-tuned LM encoder, discriminative learning rates, gradual unfreezing.
 
     from ulmfit.classify import Classifier, train_classifier, resolve_config, evaluate, predict_file
 
-    cfg = resolve_config("small")                               # the fastai course's IMDb schedule
+    cfg = resolve_config("small")                               # all layers at once; "paper": gradual unfreezing
     train_classifier("imdb-sample", lm="models/lm", out="models/clas", config=cfg)
     clf = Classifier.load("models/clas")                        # -> model-best
     clf.predict(["A gem of a film."])                           # [{"label": "positive", "probs": {...}}]

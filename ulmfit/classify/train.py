@@ -1,4 +1,4 @@
-"""`train_classifier`: ULMFiT step 3, a classifier on a fine-tuned LM encoder with gradual unfreezing.
+"""`train_classifier`: ULMFiT step 3, a classifier on a fine-tuned LM encoder (gradual unfreezing or all at once).
 
 The recipe, top to bottom:
     setup    resolve the LM bundle (or --from-scratch), read the labelled corpus, numericalize it with the

@@ -1,4 +1,4 @@
-"""`ulmfit classify`: Train a text classifier on a fine-tuned LM encoder with gradual unfreezing."""
+"""`ulmfit classify`: Train a text classifier on a fine-tuned LM encoder."""
 
 from __future__ import annotations
 
@@ -39,11 +39,13 @@ def _class_weights(value: str | None):
 
 def register(app: typer.Typer) -> None:
     @app.command("classify", help=(
-        "Train a text classifier on a fine-tuned LM encoder with gradual unfreezing.\n\n"
-        "The default schedule is the fastai course's on IMDb, printed before training: the head alone, then one "
-        "more layer group per stage with discriminative learning rates (lr/2.6 per group), then all layers; "
-        "--set schedule=all-at-once trains every layer from the start (5 epochs), and --config FILE may give "
-        "any list of stages. --epochs N keeps one epoch per unfreezing stage and gives the rest to the last one. With few training "
+        "Train a text classifier on a fine-tuned LM encoder, with discriminative learning rates (lr/2.6 per "
+        "layer group) and, in the paper preset, gradual unfreezing.\n\n"
+        "The schedule is printed before training. paper: the fastai course's on IMDb, the head alone, then one "
+        "more layer group per stage, then all layers (--set schedule=gradual). small: every layer from the start "
+        "for 5 epochs (--set schedule=all-at-once), which scored higher on the language models a CPU can train. "
+        "--config FILE may give any list of stages. --epochs N keeps one epoch per unfreezing stage and gives "
+        "the rest to the last one. With few training "
         "documents (fewer than min_steps optimizer steps in the whole schedule; 130 in the small and paper "
         "presets) the batch is halved down to 8 and the last stage lengthened, and the log says so; "
         "--set min_steps=0 turns that off. Writes OUT/model-best "

@@ -22,8 +22,8 @@ def register(app: typer.Typer) -> None:
     @app.command("quickstart", help=(
         "The whole pipeline on the embedded default corpus (imdb-sample).\n\n"
         "Pretrains (or, with --pretrained, fine-tunes) a language model on 1,000 IMDb reviews, trains a classifier "
-        "with gradual unfreezing, evaluates it, generates two continuations of \"I liked this movie because\" and "
-        "prints a summary. About 8 minutes on a 2-core CPU with the default small preset."))
+        "on its encoder, evaluates it, generates two continuations of \"I liked this movie because\" and "
+        "prints a summary. About 6-7 minutes on a 2-core CPU with the default small preset."))
     def quickstart_cmd(
         out: Out = Path("models/quickstart"),
         seed: Seed = 42,
