@@ -13,7 +13,8 @@ from ulmfit.errors import UlmfitError
 app = typer.Typer(
     name="ulmfit",
     help="ULMFiT transfer learning for text: tokenize, pretrain and fine-tune AWD-LSTM language models, "
-    "train classifiers with discriminative learning rates and gradual unfreezing, evaluate, ensemble, predict and generate.",
+    "train classifiers with discriminative learning rates and gradual unfreezing, evaluate, ensemble, predict "
+    "and generate.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
