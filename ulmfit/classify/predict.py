@@ -29,12 +29,11 @@ from typing import IO, Any
 
 import numpy as np
 
-from ulmfit.data.readers import find_column, iter_jsonl
+from ulmfit.data.readers import iter_jsonl, text_columns
 from ulmfit.errors import UlmfitError
 
 IN_FORMATS = ("csv", "tsv", "jsonl", "lines")
 OUT_FORMATS = ("csv", "jsonl")
-TEXT_COLS = ("text", "review", "sentence")  # the same defaults as ulmfit.data's table readers
 _IN_SUFFIX = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
               ".txt": "lines", ".text": "lines"}
 _OUT_SUFFIX = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
@@ -85,24 +84,6 @@ def output_format(path: str, fmt: str | None) -> str:
     return _resolve_format(path, fmt, "output", OUT_FORMATS, _OUT_SUFFIX, stdio="jsonl", bare=None)
 
 
-def _text_columns(header: list[str], text_col: str | None, name: str) -> list[str]:
-    available = ", ".join(header) or "none"
-    if text_col:
-        cols = []
-        for c in (c.strip() for c in text_col.split(",")):
-            found = find_column(header, c)
-            if found is None:
-                raise UlmfitError(f"unknown text column {c!r} in {name} (available: {available})",
-                                  hint="pass --text-col with one of the available columns")
-            cols.append(found)
-        return cols
-    found = next((f for f in (find_column(header, c) for c in TEXT_COLS) if f), None)
-    if found is None:
-        raise UlmfitError(f"no text column in {name}: none of {', '.join(TEXT_COLS)} (available: {available})",
-                          hint="pass --text-col NAME")
-    return [found]
-
-
 def _cell(v: Any) -> str:
     if v is None or (isinstance(v, float) and v != v):
         return ""
@@ -123,7 +104,7 @@ def iter_texts(f: IO[str], fmt: str, *, text_col: str | None, name: str) -> Iter
             if not header:
                 return
             header = [h.strip().lstrip("\ufeff") for h in header]
-            idx = [header.index(c) for c in _text_columns(header, text_col, name)]
+            idx = [header.index(c) for c in text_columns(header, text_col, name)]
             for row in reader:
                 if not row:
                     continue
@@ -135,7 +116,7 @@ def iter_texts(f: IO[str], fmt: str, *, text_col: str | None, name: str) -> Iter
         cols: list[str] | None = None
         for n, rec in iter_jsonl(f, name):
             if cols is None:
-                cols = _text_columns(list(rec), text_col, name)
+                cols = text_columns(list(rec), text_col, name)
             missing = [c for c in cols if c not in rec]
             if missing:
                 raise UlmfitError(f"{name} line {n} has no {missing[0]!r} field", hint="every line needs the text")

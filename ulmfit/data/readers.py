@@ -375,7 +375,9 @@ def find_column(header: list[str], wanted: str) -> str | None:
     return lower.get(wanted.lower())
 
 
-def _resolve_columns(header: list[str], text_col, label_col, name: str) -> tuple[list[str], str | None, str | None]:
+def text_columns(header: list[str], text_col: str | list[str] | None, name: str) -> list[str]:
+    """The text column(s) as spelled in `header`: those asked for (a list, or names joined by commas), else the
+    first of TEXT_COLS present; one clear error naming the available columns otherwise."""
     available = ", ".join(header) if header else "none"
     if text_col:
         asked = [c.strip() for c in text_col.split(",")] if isinstance(text_col, str) else list(text_col)
@@ -386,12 +388,17 @@ def _resolve_columns(header: list[str], text_col, label_col, name: str) -> tuple
                 raise UlmfitError(f"unknown text column {c!r} in {name} (available: {available})",
                                   hint="pass --text-col with one of the available columns")
             text_cols.append(found)
-    else:
-        found = next((f for f in (find_column(header, c) for c in TEXT_COLS) if f), None)
-        if found is None:
-            raise UlmfitError(f"no text column in {name}: none of {', '.join(TEXT_COLS)} (available: {available})",
-                              hint="pass --text-col NAME (several joined by commas)")
-        text_cols = [found]
+        return text_cols
+    found = next((f for f in (find_column(header, c) for c in TEXT_COLS) if f), None)
+    if found is None:
+        raise UlmfitError(f"no text column in {name}: none of {', '.join(TEXT_COLS)} (available: {available})",
+                          hint="pass --text-col NAME (several joined by commas)")
+    return [found]
+
+
+def _resolve_columns(header: list[str], text_col, label_col, name: str) -> tuple[list[str], str | None, str | None]:
+    available = ", ".join(header) if header else "none"
+    text_cols = text_columns(header, text_col, name)
     if label_col:
         label = find_column(header, label_col)
         if label is None:
