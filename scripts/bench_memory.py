@@ -88,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(rows) == 2:
         a, b = rows["untrimmed"], rows["trimmed"]
         print(f"peak RSS trimmed/untrimmed {b['peak_rss_gb'] / a['peak_rss_gb']:.2f}  "
+              f"end RSS trimmed/untrimmed {b['end_rss_gb'] / a['end_rss_gb']:.2f}  "
               f"train time trimmed/untrimmed {b['train_seconds'] / a['train_seconds']:.3f}  "
               f"same valid loss: {a['valid_loss'] == b['valid_loss']}")
     return 0
