@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ulmfit._precision import PRECISIONS
 from ulmfit.errors import UlmfitError
 
 LR_DIV = 2.6**4  # ULMFiT's discriminative fine-tuning: each layer group down trains at lr/2.6
@@ -101,6 +102,7 @@ class ClassifierConfig:
     max_train: int | None = None  # keep only N training documents (stratified): the low-shot setting
     min_steps: int = 0  # fewer optimizer steps than this in the whole schedule: smaller bs, longer last stage
     best_margin: float = 2.0  # an earlier epoch is model-best only if it beats the last by this many std. errors
+    precision: str = "auto"  # "auto" (GPU: bf16, else fp16; CPU: fp32) | "fp32" | "bf16" | "fp16" (ulmfit._precision)
     calibrate: bool = True  # fit a softmax temperature on the valid split (>= 200 docs): honest probabilities
     seed: int = 42
 
@@ -347,6 +349,8 @@ def validate(cfg: ClassifierConfig) -> None:
         raise UlmfitError(f"drop_mult must be >= 0, not {cfg.drop_mult}")
     if cfg.min_steps < 0:
         raise UlmfitError(f"min_steps must be >= 0, not {cfg.min_steps}")
+    if cfg.precision not in PRECISIONS:
+        raise UlmfitError(f"unknown precision {cfg.precision!r}", hint=f"choose one of: {', '.join(PRECISIONS)}")
     if cfg.best_margin < 0:
         raise UlmfitError(f"best_margin must be >= 0, not {cfg.best_margin}")
     if cfg.max_train is not None and cfg.max_train < 2:

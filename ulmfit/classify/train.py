@@ -219,7 +219,8 @@ def train_classifier(src: str | Path | Corpus, *, lm: str | Path | None, out: st
     from ulmfit.loaders import clas_dataloaders
     from ulmfit.store import build_store
 
-    from ulmfit.lm.train import _set_threads, mixed_precision, resolve_device
+    from ulmfit._precision import apply_precision
+    from ulmfit.lm.train import _set_threads, resolve_device
 
     _set_threads()  # ULMFIT_THREADS, as for the language model
     cfg = config
@@ -276,7 +277,7 @@ def train_classifier(src: str | Path | Corpus, *, lm: str | Path | None, out: st
     model = build_model(len(vocab.itos), len(labels), arch, cfg, pad_idx=vocab.pad_id)
     if bundle is not None:
         load_encoder(model, bundle.load_state("encoder"))
-    learn = mixed_precision(_make_learner(dls, model, cfg, labels, weights), dev)
+    learn = apply_precision(_make_learner(dls, model, cfg, labels, weights), cfg.precision, dev)
 
     # ---- train: one one-cycle fit per stage, best epoch kept in memory -----------------------------------
     history: list[dict[str, Any]] = []

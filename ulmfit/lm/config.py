@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from ulmfit._precision import PRECISIONS
 from ulmfit.errors import UlmfitError
 
 
@@ -48,6 +49,7 @@ class LMConfig:
     pct_start: float = 0.25    # fraction of the cycle spent warming up
     wd: float = 0.1            # decoupled weight decay (fastai's text tutorial uses 0.1 for the LM)
     clip: float = 0.25         # gradient-norm clipping (the AWD-LSTM paper's 0.25); 0 = off
+    precision: str = "auto"    # "auto" (GPU: bf16, else fp16; CPU: fp32) | "fp32" | "bf16" | "fp16" (ulmfit._precision)
     # ---- tokenizer (ulmfit.tokenize.TokenizerSpec; ignored when starting from a pretrained model) ---------
     tokenizer: str = "rules"   # "rules" (fastai/spaCy rules, word vocab) | "sentencepiece"
     lang: str = "en"
@@ -234,6 +236,7 @@ def validate(cfg: LMConfig) -> None:
         need(getattr(cfg, k) >= 0, k, ">= 0")
     need(0.0 < cfg.pct_start < 1.0, "pct_start", "in (0, 1)")
     need(len(cfg.moms) == 3 and all(0.0 <= m < 1.0 for m in cfg.moms), "moms", "three numbers in [0, 1)")
+    need(cfg.precision in PRECISIONS, "precision", f"one of {', '.join(PRECISIONS)}")
     need(cfg.tokenizer in ("rules", "sentencepiece"), "tokenizer", '"rules" or "sentencepiece"')
     need(cfg.sp_model_type in ("unigram", "bpe"), "sp_model_type", '"unigram" or "bpe"')
 

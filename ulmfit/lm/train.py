@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ulmfit._io import atomic_dir, read_json, write_json
+from ulmfit._precision import apply_precision
 from ulmfit.bundle import direction_name, locate, read_bundle, write_bundle
 from ulmfit.errors import UlmfitError
 from ulmfit.lm.config import (ARCH_KEYS, TOKENIZER_KEYS, LMConfig, Phase, format_config, format_schedule,
@@ -606,17 +607,7 @@ def make_learner(cfg: LMConfig, dls, vocab, device) -> tuple[Any, dict]:
         from fastai.callback.progress import ProgressCallback
 
         learn.remove_cbs([cb for cb in learn.cbs if isinstance(cb, ProgressCallback)])
-    return mixed_precision(learn, device), arch
-
-
-def mixed_precision(learn, device):
-    """On a GPU, train in mixed precision: bf16 where supported (no loss scaling needed), else fp16 with fastai's
-    gradient scaler. CPU training stays in fp32 (autocast there is slower for LSTMs)."""
-    import torch
-
-    if torch.device(device).type != "cuda":
-        return learn
-    return learn.to_bf16() if torch.cuda.is_bf16_supported() else learn.to_fp16()
+    return apply_precision(learn, cfg.precision, device), arch
 
 
 def _run(*, stage: str, cfg: LMConfig, preset: str, phases: list[Phase], store, corpus, out: Path, seed: int,

@@ -1,0 +1,47 @@
+"""Training precision: the device rule, bad choices, and bf16 autocast on the CPU actually training in bf16."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ulmfit import _precision
+from ulmfit.errors import UlmfitError
+from ulmfit.lm.config import resolve_config
+
+
+def test_auto_is_fp32_on_a_cpu_and_bad_choices_are_clear_errors():
+    assert _precision.resolve_precision("auto", "cpu") == "fp32"
+    assert _precision.resolve_precision("bf16", "cpu") == "bf16"
+    with pytest.raises(UlmfitError, match="fp16 needs a CUDA GPU"):
+        _precision.resolve_precision("fp16", "cpu")
+    with pytest.raises(UlmfitError, match="precision"):
+        resolve_config("small", sets=["precision=int8"])
+
+
+@pytest.mark.parametrize("precision, dtype", [("fp32", torch.float32), ("bf16", torch.bfloat16)])
+def test_cpu_training_runs_in_the_chosen_precision_and_saves_fp32(tmp_path, monkeypatch, precision, dtype):
+    from fastai.text.models.core import LinearDecoder
+
+    from ulmfit.bundle import read_bundle
+    from ulmfit.lm import pretrain
+    from ulmfit.lm.synthetic import human_numbers
+
+    seen = set()
+    forward = LinearDecoder.forward
+
+    def spy(self, input):
+        out = forward(self, input)
+        if self.training:
+            seen.add(out[0].dtype)
+        return out
+
+    monkeypatch.setattr(LinearDecoder, "forward", spy)
+    monkeypatch.setenv("ULMFIT_THREADS", "1")
+    cfg = resolve_config("tiny", sets=[f"precision={precision}"])
+    res = pretrain(human_numbers(n_docs=300, numbers_per_doc=20, seed=0), tmp_path / "lm", cfg, seed=0, log=lambda s: None)
+    assert seen == {dtype}
+    # the synthetic corpus is still learned (most-frequent-token accuracy is < 0.2 on it, see test_lm)
+    assert res.final["accuracy"] > 0.4, res.final
+    state = read_bundle(tmp_path / "lm").load_state("model")
+    assert {t.dtype for t in state.values() if t.is_floating_point()} == {torch.float32}
