@@ -10,8 +10,15 @@ from ulmfit.errors import UlmfitError
 from ulmfit.lm.config import resolve_config
 
 
-def test_auto_is_fp32_on_a_cpu_and_bad_choices_are_clear_errors():
+@pytest.mark.parametrize("has_bf16", [True, False])
+def test_auto_on_a_cpu_is_bf16_for_language_models_only_where_the_cpu_has_it(monkeypatch, has_bf16):
+    monkeypatch.setattr(_precision, "cpu_has_bf16", lambda: has_bf16)
+    assert _precision.resolve_precision("auto", "cpu", cpu_bf16=True) == ("bf16" if has_bf16 else "fp32")
     assert _precision.resolve_precision("auto", "cpu") == "fp32"
+    assert _precision.resolve_precision("fp32", "cpu", cpu_bf16=True) == "fp32"
+
+
+def test_bad_choices_are_clear_errors():
     assert _precision.resolve_precision("bf16", "cpu") == "bf16"
     with pytest.raises(UlmfitError, match="fp16 needs a CUDA GPU"):
         _precision.resolve_precision("fp16", "cpu")

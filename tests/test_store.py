@@ -128,6 +128,28 @@ def test_parallel_build_equals_serial(corpus: Corpus, store: TokenStore, tmp_pat
         assert np.array_equal(par.offsets(s), store.offsets(s))
 
 
+def test_a_refused_fork_falls_back_to_spawned_workers(corpus: Corpus, store: TokenStore, tmp_path: Path,
+                                                      monkeypatch) -> None:
+    """A long training run's address space can make fork() fail with ENOMEM (seen after a 66-minute LM epoch,
+    when the classifier tokenized its data in the same process): the store must still be built, identically."""
+    import multiprocessing as mp
+
+    import ulmfit.store as store_mod
+
+    real = mp.get_context
+
+    class NoFork:
+        def Pool(self, *a, **k):
+            raise OSError(12, "Cannot allocate memory")
+
+    monkeypatch.setattr(mp, "get_context", lambda m=None: NoFork() if m == "fork" else real(m))
+    monkeypatch.setattr(store_mod, "CHUNK_DOCS", 16)
+    par = build_store(corpus, cache_dir=tmp_path, workers=2)
+    assert par.vocab == store.vocab
+    for s in store.splits():
+        assert np.array_equal(par.ids(s), store.ids(s))
+
+
 def test_given_tokenizer_and_vocab(corpus: Corpus, store: TokenStore, tmp_path: Path) -> None:
     other = make_corpus(n_train=10, n_valid=5, n_test=0, seed=9)
     small = Vocab(make_itos(Counter({"movie": 5, "film": 5}), min_freq=1))

@@ -273,10 +273,19 @@ def _build(corpus: Corpus, tokenizer: TextTokenizer, vocab: Vocab | None, out: P
             return
         import multiprocessing as mp
 
-        fork = "fork" in mp.get_all_start_methods()
-        ctx = mp.get_context("fork" if fork else "spawn")
-        state = None if fork else tokenizer.__getstate__()
-        with ctx.Pool(workers, initializer=_worker_init, initargs=(state,)) as pool:
+        pool = None
+        if "fork" in mp.get_all_start_methods():
+            try:
+                pool = mp.get_context("fork").Pool(workers, initializer=_worker_init, initargs=(None,))
+            except OSError:
+                # ENOMEM: after an hour of training in this process, glibc's heap spans tens of GB of address
+                # space (malloc_trim gives the pages back, not the addresses), and the kernel's overcommit check
+                # refuses to fork it. Spawned workers start from a fresh interpreter and load the tokenizer again.
+                pool = None
+        if pool is None:
+            pool = mp.get_context("spawn").Pool(workers, initializer=_worker_init,
+                                                initargs=(tokenizer.__getstate__(),))
+        with pool:
             yield from pool.imap(_worker_run, _tasks(texts, chunk))
 
     bar = progress(range(n_docs), total=n_docs, desc="tokenizing", unit="doc",

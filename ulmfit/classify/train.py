@@ -219,7 +219,7 @@ def train_classifier(src: str | Path | Corpus, *, lm: str | Path | None, out: st
     from ulmfit.loaders import clas_dataloaders
     from ulmfit.store import build_store
 
-    from ulmfit._precision import apply_precision
+    from ulmfit._precision import apply_precision, resolve_precision
     from ulmfit.lm.train import _set_threads, resolve_device
 
     _set_threads()  # ULMFIT_THREADS, as for the language model
@@ -257,7 +257,8 @@ def train_classifier(src: str | Path | Corpus, *, lm: str | Path | None, out: st
     if weights is not None:
         log("class weights: " + ", ".join(f"{lab} {w:.3g}" for lab, w in zip(labels, weights)))
     log(("encoder: random init (--from-scratch)" if bundle is None else f"encoder: {bundle.path}")
-        + f"; AWD-LSTM {arch['emb_sz']}/{arch['n_hid']}/{arch['n_layers']} ({direction_name(cfg.backwards)})")
+        + f"; AWD-LSTM {arch['emb_sz']}/{arch['n_hid']}/{arch['n_layers']} ({direction_name(cfg.backwards)}); "
+        + resolve_precision(cfg.precision, dev))
     cfg, note = fit_min_steps(cfg, sum(counts["train"].values()))
     if note:
         log(note)

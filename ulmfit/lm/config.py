@@ -49,7 +49,7 @@ class LMConfig:
     pct_start: float = 0.25    # fraction of the cycle spent warming up
     wd: float = 0.1            # decoupled weight decay (fastai's text tutorial uses 0.1 for the LM)
     clip: float = 0.25         # gradient-norm clipping (the AWD-LSTM paper's 0.25); 0 = off
-    precision: str = "auto"    # "auto" (GPU: bf16, else fp16; CPU: fp32) | "fp32" | "bf16" | "fp16" (ulmfit._precision)
+    precision: str = "auto"    # "auto": bf16 on a GPU or CPU that has it (else fp16 / fp32) | "fp32" | "bf16" | "fp16"
     # ---- tokenizer (ulmfit.tokenize.TokenizerSpec; ignored when starting from a pretrained model) ---------
     tokenizer: str = "rules"   # "rules" (fastai/spaCy rules, word vocab) | "sentencepiece"
     lang: str = "en"

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ulmfit._io import atomic_dir, read_json, write_json
-from ulmfit._precision import apply_precision
+from ulmfit._precision import apply_precision, resolve_precision
 from ulmfit.bundle import direction_name, locate, read_bundle, write_bundle
 from ulmfit.errors import UlmfitError
 from ulmfit.lm.config import (ARCH_KEYS, TOKENIZER_KEYS, LMConfig, Phase, format_config, format_schedule,
@@ -579,8 +579,8 @@ def _epoch_callback(run: _Run, phase_idx: int, phase: Phase, epoch_offset: int, 
 def make_learner(cfg: LMConfig, dls, vocab, device) -> tuple[Any, dict]:
     """The fastai Learner of `language_model_learner`, built from our config: AWD-LSTM LM, flattened cross
     entropy, Adam, `awd_lstm_lm_split` layer groups, ModelResetter + RNNRegularizer (AR/TAR) + GradientClip,
-    accuracy and perplexity; freed memory handed back to the OS once a minute (`ulmfit._memory`); mixed
-    precision on a GPU. Returns (learner, arch)."""
+    accuracy and perplexity; freed memory handed back to the OS once a minute (`ulmfit._memory`); bf16 mixed
+    precision where the device has it (`ulmfit._precision`). Returns (learner, arch)."""
     from fastai.callback.rnn import ModelResetter, RNNCallback, RNNRegularizer
     from fastai.callback.training import GradientClip
     from fastai.learner import Learner
@@ -607,7 +607,7 @@ def make_learner(cfg: LMConfig, dls, vocab, device) -> tuple[Any, dict]:
         from fastai.callback.progress import ProgressCallback
 
         learn.remove_cbs([cb for cb in learn.cbs if isinstance(cb, ProgressCallback)])
-    return apply_precision(learn, cfg.precision, device), arch
+    return apply_precision(learn, cfg.precision, device, cpu_bf16=True), arch
 
 
 def _run(*, stage: str, cfg: LMConfig, preset: str, phases: list[Phase], store, corpus, out: Path, seed: int,
@@ -640,7 +640,8 @@ def _run(*, stage: str, cfg: LMConfig, preset: str, phases: list[Phase], store, 
 
     log(f"language model ({stage}, {direction_name(backwards)}, preset {preset}): vocab {vocab_size}, "
         f"{sum(p.numel() for p in model.parameters()):,} parameters, device {dev}"
-        + (f", {torch.get_num_threads()} threads" if dev.type == "cpu" else ""))
+        + (f", {torch.get_num_threads()} threads" if dev.type == "cpu" else "")
+        + f", {resolve_precision(cfg.precision, dev, cpu_bf16=True)}")
     log("config:\n" + format_config(cfg))
     log("schedule:\n" + format_schedule(phases))
     if ckpt is not None:
