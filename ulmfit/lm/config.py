@@ -88,9 +88,10 @@ TOKENIZER_KEYS = ("tokenizer", "lang", "max_vocab", "min_freq", "sp_vocab_size",
 PRESETS: dict[str, dict[str, Any]] = {
     # Tests and smoke runs: trains in seconds on one core; no dropout so it can fit a toy corpus quickly.
     # bs x seq_len small so that a few hundred short documents still give ~150 optimizer steps per epoch.
+    # fp32 everywhere: a test's numbers must not depend on whether the CPU has bf16.
     "tiny": dict(emb_sz=32, n_hid=64, n_layers=2, drop_mult=0.0, alpha=0.0, beta=0.0,
                  epochs=2, bs=8, seq_len=24, lr=2e-2, ft_frozen_lr=1e-2, ft_lr=5e-3, wd=0.01,
-                 max_vocab=2000, min_freq=1, sp_vocab_size=500),
+                 max_vocab=2000, min_freq=1, sp_vocab_size=500, precision="fp32"),
     # CPU: on 2 cores an LM sees a few million tokens an hour, so the winner is the model that learns most per
     # CPU minute (docs/bench/imdb.md, "LM quality per CPU minute"): 200/512, 2 layers, an 8k-word vocabulary
     # (the softmax dominates small models; 3x the tokens/s of the old 256/768 + 16k words: 3,044 vs 1,025 in
