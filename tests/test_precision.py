@@ -52,3 +52,22 @@ def test_cpu_training_runs_in_the_chosen_precision_and_saves_fp32(tmp_path, monk
     assert res.final["accuracy"] > 0.4, res.final
     state = read_bundle(tmp_path / "lm").load_state("model")
     assert {t.dtype for t in state.values() if t.is_floating_point()} == {torch.float32}
+
+
+def test_tiny_presets_train_in_fp32_and_the_classifier_reports_its_precision(tmp_path, monkeypatch):
+    from ulmfit.classify.config import PRESETS as CLAS_PRESETS
+    from ulmfit.classify.config import resolve_config as clas_config
+    from ulmfit.classify.train import train_classifier
+    from ulmfit.lm import pretrain
+    from ulmfit.lm.synthetic import human_numbers
+
+    assert resolve_config("tiny").precision == "fp32" and CLAS_PRESETS["tiny"]["precision"] == "fp32"
+    assert resolve_config("small").precision == "auto"
+    monkeypatch.setenv("ULMFIT_THREADS", "1")
+    corpus = human_numbers(n_docs=80, seed=0)
+    lm = pretrain(corpus, tmp_path / "lm", "tiny", seed=0, log=lambda s: None).best
+    lines: list[str] = []  # the labels say whether a document's count started even: the pipeline, not accuracy
+    res = train_classifier(corpus, lm=lm, out=tmp_path / "clas", config=clas_config("tiny", sets=["precision=bf16"]),
+                           log=lines.append)
+    assert res.best.is_dir()
+    assert any(x.startswith("encoder:") and x.endswith("; bf16") for x in lines), lines

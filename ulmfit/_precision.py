@@ -1,10 +1,11 @@
 """Training precision: fp32, or bf16/fp16 autocast, chosen per device.
 
 `precision="auto"` (the default of every preset) means: on a CUDA GPU bf16 where it is supported (no loss scaling
-needed), else fp16 with fastai's gradient scaler; on a CPU, bf16 for language models where the CPU runs bf16
-natively (AVX512-BF16 or AMX), else fp32. `"bf16"` on a CPU autocasts the matmuls and the LSTM layers to bfloat16
-through oneDNN: on the 2-core development machine (AMD EPYC, AVX512-BF16) a `small` LM epoch trains 1.89x as many
-tokens a second for 0.002 bits/char (docs/bench/imdb.md, sixth pass). fastai's `MixedPrecision` callback is
+needed), else fp16 with fastai's gradient scaler; on a CPU, bf16 where the CPU runs it natively (AVX512-BF16 or
+AMX), else fp32. `"bf16"` on a CPU autocasts the matmuls and the LSTM layers to bfloat16 through oneDNN: on the
+2-core development machine (AMD EPYC, AVX512-BF16) a `small` LM epoch trains 1.89x as many tokens a second for
+0.002 bits/char, and a classifier epoch takes 21 s instead of 31 s with the same losses (docs/bench/imdb.md,
+sixth pass). fastai's `MixedPrecision` callback is
 CUDA-only (it builds `autocast("cuda")`), hence the small callback below. Weights, optimizer state and the loss
 stay fp32 either way, and saved models are fp32.
 """
@@ -26,7 +27,8 @@ def cpu_has_bf16() -> bool:
 
 def resolve_precision(precision: str, device, *, cpu_bf16: bool = False) -> str:
     """"auto" → what this device trains best in; an explicit choice the device cannot honour is an error.
-    `cpu_bf16`: whether "auto" may pick bf16 on a CPU that has it (measured for language models)."""
+    `cpu_bf16`: whether "auto" may pick bf16 on a CPU that has it (training does; a caller that has not measured
+    its own model in bf16 keeps the fp32 default)."""
     import torch
 
     from ulmfit.errors import UlmfitError

@@ -102,7 +102,7 @@ class ClassifierConfig:
     max_train: int | None = None  # keep only N training documents (stratified): the low-shot setting
     min_steps: int = 0  # fewer optimizer steps than this in the whole schedule: smaller bs, longer last stage
     best_margin: float = 2.0  # an earlier epoch is model-best only if it beats the last by this many std. errors
-    precision: str = "auto"  # "auto" (GPU: bf16, else fp16; CPU: fp32) | "fp32" | "bf16" | "fp16" (ulmfit._precision)
+    precision: str = "auto"  # "auto": bf16 on a GPU or CPU that has it (else fp16 / fp32) | "fp32" | "bf16" | "fp16"
     calibrate: bool = True  # fit a softmax temperature on the valid split (>= 200 docs): honest probabilities
     seed: int = 42
 
@@ -127,7 +127,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Tests and smoke runs: tiny models on toy corpora get few optimizer steps, so every stage runs at a few
     # times the course's learning rates and the lowest group at lr/10 (not lr/2.6**4) so that embeddings still
     # move; short chunks (bptt 16) so that multi-chunk documents are exercised.
-    "tiny": dict(bs=16, bptt=16, max_len=16 * 20, drop_mult=0.5,
+    "tiny": dict(bs=16, bptt=16, max_len=16 * 20, drop_mult=0.5, precision="fp32",  # as the tiny LM: CPU-independent
                  schedule=[dict(freeze_to=-1, epochs=1, lr=5e-2), dict(freeze_to=-2, epochs=1, lr=3e-2, lr_div=10),
                            dict(freeze_to=-3, epochs=1, lr=2e-2, lr_div=10),
                            dict(freeze_to=0, epochs=3, lr=1e-2, lr_div=10)]),
