@@ -11,11 +11,10 @@ from ulmfit.lm.config import resolve_config
 
 
 @pytest.mark.parametrize("has_bf16", [True, False])
-def test_auto_on_a_cpu_is_bf16_for_language_models_only_where_the_cpu_has_it(monkeypatch, has_bf16):
+def test_auto_on_a_cpu_is_bf16_only_where_the_cpu_has_it(monkeypatch, has_bf16):
     monkeypatch.setattr(_precision, "cpu_has_bf16", lambda: has_bf16)
-    assert _precision.resolve_precision("auto", "cpu", cpu_bf16=True) == ("bf16" if has_bf16 else "fp32")
-    assert _precision.resolve_precision("auto", "cpu") == "fp32"
-    assert _precision.resolve_precision("fp32", "cpu", cpu_bf16=True) == "fp32"
+    assert _precision.resolve_precision("auto", "cpu") == ("bf16" if has_bf16 else "fp32")
+    assert _precision.resolve_precision("fp32", "cpu") == "fp32"
 
 
 def test_bad_choices_are_clear_errors():

@@ -5,9 +5,8 @@ needed), else fp16 with fastai's gradient scaler; on a CPU, bf16 where the CPU r
 AMX), else fp32. `"bf16"` on a CPU autocasts the matmuls and the LSTM layers to bfloat16 through oneDNN: on the
 2-core development machine (AMD EPYC, AVX512-BF16) a `small` LM epoch trains 1.89x as many tokens a second for
 0.002 bits/char, and a classifier epoch takes 21 s instead of 31 s with the same losses (docs/bench/imdb.md,
-sixth pass). fastai's `MixedPrecision` callback is
-CUDA-only (it builds `autocast("cuda")`), hence the small callback below. Weights, optimizer state and the loss
-stay fp32 either way, and saved models are fp32.
+sixth pass). fastai's `MixedPrecision` callback is CUDA-only (it builds `autocast("cuda")`), hence the small
+callback below. Weights, optimizer state and the loss stay fp32 either way, and saved models are fp32.
 """
 
 from __future__ import annotations
@@ -25,10 +24,8 @@ def cpu_has_bf16() -> bool:
         return False
 
 
-def resolve_precision(precision: str, device, *, cpu_bf16: bool = False) -> str:
-    """"auto" → what this device trains best in; an explicit choice the device cannot honour is an error.
-    `cpu_bf16`: whether "auto" may pick bf16 on a CPU that has it (training does; a caller that has not measured
-    its own model in bf16 keeps the fp32 default)."""
+def resolve_precision(precision: str, device) -> str:
+    """"auto" → what this device trains best in; an explicit choice the device cannot honour is an error."""
     import torch
 
     from ulmfit.errors import UlmfitError
@@ -39,7 +36,7 @@ def resolve_precision(precision: str, device, *, cpu_bf16: bool = False) -> str:
     if precision == "auto":
         if kind == "cuda":
             return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        return "bf16" if cpu_bf16 and kind == "cpu" and cpu_has_bf16() else "fp32"
+        return "bf16" if kind == "cpu" and cpu_has_bf16() else "fp32"
     if precision == "fp16" and kind != "cuda":
         raise UlmfitError("precision fp16 needs a CUDA GPU", hint="use precision=bf16 or fp32 on a CPU")
     if precision == "bf16" and kind == "cuda" and not torch.cuda.is_bf16_supported():
@@ -47,11 +44,11 @@ def resolve_precision(precision: str, device, *, cpu_bf16: bool = False) -> str:
     return precision
 
 
-def apply_precision(learn, precision: str, device, *, cpu_bf16: bool = False):
+def apply_precision(learn, precision: str, device):
     """Add the callback that trains `learn` in `precision` on `device` (resolved as `resolve_precision`)."""
     import torch
 
-    chosen = resolve_precision(precision, device, cpu_bf16=cpu_bf16)
+    chosen = resolve_precision(precision, device)
     if chosen == "fp32":
         return learn
     if torch.device(device).type == "cuda":

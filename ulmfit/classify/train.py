@@ -258,7 +258,7 @@ def train_classifier(src: str | Path | Corpus, *, lm: str | Path | None, out: st
         log("class weights: " + ", ".join(f"{lab} {w:.3g}" for lab, w in zip(labels, weights)))
     log(("encoder: random init (--from-scratch)" if bundle is None else f"encoder: {bundle.path}")
         + f"; AWD-LSTM {arch['emb_sz']}/{arch['n_hid']}/{arch['n_layers']} ({direction_name(cfg.backwards)}); "
-        + resolve_precision(cfg.precision, dev, cpu_bf16=True))
+        + resolve_precision(cfg.precision, dev))
     cfg, note = fit_min_steps(cfg, sum(counts["train"].values()))
     if note:
         log(note)
@@ -278,7 +278,7 @@ def train_classifier(src: str | Path | Corpus, *, lm: str | Path | None, out: st
     model = build_model(len(vocab.itos), len(labels), arch, cfg, pad_idx=vocab.pad_id)
     if bundle is not None:
         load_encoder(model, bundle.load_state("encoder"))
-    learn = apply_precision(_make_learner(dls, model, cfg, labels, weights), cfg.precision, dev, cpu_bf16=True)
+    learn = apply_precision(_make_learner(dls, model, cfg, labels, weights), cfg.precision, dev)
 
     # ---- train: one one-cycle fit per stage, best epoch kept in memory -----------------------------------
     history: list[dict[str, Any]] = []

@@ -607,7 +607,7 @@ def make_learner(cfg: LMConfig, dls, vocab, device) -> tuple[Any, dict]:
         from fastai.callback.progress import ProgressCallback
 
         learn.remove_cbs([cb for cb in learn.cbs if isinstance(cb, ProgressCallback)])
-    return apply_precision(learn, cfg.precision, device, cpu_bf16=True), arch
+    return apply_precision(learn, cfg.precision, device), arch
 
 
 def _run(*, stage: str, cfg: LMConfig, preset: str, phases: list[Phase], store, corpus, out: Path, seed: int,
@@ -641,7 +641,7 @@ def _run(*, stage: str, cfg: LMConfig, preset: str, phases: list[Phase], store, 
     log(f"language model ({stage}, {direction_name(backwards)}, preset {preset}): vocab {vocab_size}, "
         f"{sum(p.numel() for p in model.parameters()):,} parameters, device {dev}"
         + (f", {torch.get_num_threads()} threads" if dev.type == "cpu" else "")
-        + f", {resolve_precision(cfg.precision, dev, cpu_bf16=True)}")
+        + f", {resolve_precision(cfg.precision, dev)}")
     log("config:\n" + format_config(cfg))
     log("schedule:\n" + format_schedule(phases))
     if ckpt is not None:
