@@ -281,7 +281,7 @@ def _build(corpus: Corpus, tokenizer: TextTokenizer, vocab: Vocab | None, out: P
                 # ENOMEM: after an hour of training in this process, glibc's heap spans tens of GB of address
                 # space (malloc_trim gives the pages back, not the addresses), and the kernel's overcommit check
                 # refuses to fork it. Spawned workers start from a fresh interpreter and load the tokenizer again.
-                pool = None
+                pass
         if pool is None:
             pool = mp.get_context("spawn").Pool(workers, initializer=_worker_init,
                                                 initargs=(tokenizer.__getstate__(),))
