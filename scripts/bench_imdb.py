@@ -14,12 +14,14 @@ never test texts. Each configuration appends one JSON line (config, accuracy, wa
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shlex
 import sys
 import time
 from pathlib import Path
 
+from ulmfit._io import read_json
 from ulmfit.data import Corpus, load_corpus, subsample
 
 
@@ -37,6 +39,13 @@ def imdb_splits(test_size: int, n_labels: int, seed: int) -> tuple[Corpus, Corpu
 def run_tfidf(train: Corpus, test: Corpus, seed: int) -> dict:
     """TF-IDF (uni+bigram) + logistic regression; C chosen by 5-fold cross-validation on the labeled set
     (no extra labels are used to tune it)."""
+    grid, vec = fit_tfidf(train, seed)
+    acc = float((grid.predict(vec.transform(test.texts)) == test.labels).mean())
+    return {"accuracy": acc, "C": grid.best_params_["C"]}
+
+
+def fit_tfidf(train: Corpus, seed: int):
+    """The TF-IDF baseline's model: (fitted GridSearchCV, fitted vectorizer)."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import GridSearchCV, StratifiedKFold
@@ -46,8 +55,28 @@ def run_tfidf(train: Corpus, test: Corpus, seed: int) -> dict:
     cv = StratifiedKFold(n_splits=5, shuffle=True, random_state=seed)
     grid = GridSearchCV(LogisticRegression(max_iter=2000), {"C": [0.3, 1, 3, 10, 30, 100]}, cv=cv, n_jobs=1)
     grid.fit(x_train, train.labels)
-    acc = float((grid.predict(vec.transform(test.texts)) == test.labels).mean())
-    return {"accuracy": acc, "C": grid.best_params_["C"]}
+    return grid, vec
+
+
+def tfidf_hybrid(args: argparse.Namespace, train: Corpus, test: Corpus, bundles: list[Path]) -> dict:
+    """A hybrid, not ULMFiT: the mean of the classifier's test probabilities and the TF-IDF baseline's (fitted
+    on the same n labels, as the tfidf row), to see whether the two models' errors differ enough to combine."""
+    import numpy as np
+
+    from ulmfit.classify import Classifier
+
+    grid, vec = fit_tfidf(train, args.seed)
+    p_tfidf = grid.predict_proba(vec.transform(test.texts))
+    classes = [str(c) for c in grid.classes_]
+    y = np.array(test.labels)
+    out = {"tfidf_accuracy": float((np.array(classes)[p_tfidf.argmax(1)] == y).mean())}
+    for i, path in enumerate(bundles):
+        clf = Classifier.load(path)
+        p = clf.predict_proba(test.texts)[:, [clf.labels.index(c) for c in classes]]
+        np.save(Path(path).parent / "test_probs.npy", p)  # for offline combinations; rows = the test sample
+        key = "tfidf_hybrid_accuracy" if i == 0 else "tfidf_hybrid_self_accuracy"
+        out[key] = float((np.array(classes)[(p + p_tfidf).argmax(1)] == y).mean())
+    return out
 
 
 def labeled_corpus(train: Corpus, test: Corpus, seed: int) -> Corpus:
@@ -104,48 +133,25 @@ def run_ulmfit(args: argparse.Namespace, train: Corpus, test: Corpus, lm: Corpus
                       backwards=args.backwards)
         lm_dir = ft.best
         result.update(lm_ft_perplexity=ft.final.get("perplexity"), lm_ft_wall_s=round(time.perf_counter() - t, 1))
-    clas = train_classifier(data, lm=None if scratch else lm_dir, out=out / "clas", config=ccfg)
-    rep = evaluate([clas.best], data, split="test")
+    if args.self_train and not scratch:  # the library's self-training: OUT/clas-self/teacher is the plain classifier
+        ccfg = dataclasses.replace(ccfg, self_train=args.self_train, self_train_keep=args.self_train_keep)
+        clas = train_classifier(data, lm=lm_dir, out=out / "clas-self", config=ccfg, unlabeled=lm.select("unsup"))
+        bundles = [clas.out / "teacher" / "model-best", clas.best]
+        st = read_json(clas.best / "meta.json")["self_train"]
+        result.update(self_train_docs=st["labelled_by_teacher"], self_train_kept=st["kept"],
+                      self_train_min_conf=st["min_confidence"],
+                      self_train_accuracy=evaluate([clas.best], data, split="test").headline["accuracy"])
+    else:
+        clas = train_classifier(data, lm=None if scratch else lm_dir, out=out / "clas", config=ccfg)
+        bundles = [clas.best]
+    rep = evaluate(bundles[:1], data, split="test")
     result.update(accuracy=rep.headline["accuracy"], clas_wall_s=round(time.perf_counter() - t, 1),
                   lm=str(lm_dir) if lm_dir else None)
-    if args.self_train:
-        result.update(self_train(args, clas.best, data, lm, lm_dir, ccfg, out))
+    if args.with_tfidf:
+        result.update(tfidf_hybrid(args, train, test, bundles))
     if args.ensemble:  # mean of probabilities with a classifier trained the other way (paper: fwd + bwd)
         result["ensemble_accuracy"] = evaluate([clas.best, args.ensemble], data, split="test").headline["accuracy"]
     return result
-
-
-def self_train(args: argparse.Namespace, teacher: Path, data: Corpus, lm: Corpus, lm_dir: Path, ccfg,
-               out: Path) -> dict:
-    """Self-training: the classifier just trained labels `--self-train` unlabeled reviews (train/unsup, never
-    test), the most confident `--self-train-keep` of them per class join the labeled training split, and a new
-    classifier is trained from the same LM. Validation stays on the real labels."""
-    import numpy as np
-
-    from ulmfit.classify import Classifier, evaluate
-    from ulmfit.classify.train import train_classifier
-
-    t = time.perf_counter()
-    pool = [x for x, s in zip(lm.texts, lm.splits) if s == "unsup"]
-    rng = np.random.default_rng(args.seed)
-    texts = [pool[i] for i in rng.choice(len(pool), size=min(args.self_train, len(pool)), replace=False)]
-    clf = Classifier.load(teacher)
-    probs = clf.predict_proba(texts, progress=True)
-    pred, conf = probs.argmax(1), probs.max(1)
-    per_class = int(len(texts) * args.self_train_keep / len(clf.labels))
-    keep: list[int] = []
-    for k in range(len(clf.labels)):  # balanced: the same number of the most confident per predicted class
-        idx = np.flatnonzero(pred == k)
-        keep += idx[np.argsort(-conf[idx])][:per_class].tolist()
-    label_wall = round(time.perf_counter() - t, 1)
-    ps = Corpus([texts[i] for i in keep], [clf.labels[pred[i]] for i in keep], ["train"] * len(keep), "pseudo")
-    student_data = Corpus(ps.texts + data.texts, ps.labels + data.labels, ps.splits + data.splits,
-                          f"{data.name}+pseudo{len(keep)}")
-    student = train_classifier(student_data, lm=lm_dir, out=out / "clas-self", config=ccfg)
-    acc = evaluate([student.best], student_data, split="test").headline["accuracy"]
-    return {"self_train_docs": len(texts), "self_train_kept": len(keep),
-            "self_train_min_conf": round(float(conf[keep].min()), 4), "self_train_label_wall_s": label_wall,
-            "self_train_accuracy": acc, "self_train_wall_s": round(time.perf_counter() - t, 1)}
 
 
 def run_fastai(args: argparse.Namespace, train: Corpus, test: Corpus, lm: Corpus) -> dict:
@@ -241,10 +247,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ensemble", type=Path, default=None,
                    help="also report the accuracy of this classifier bundle averaged with the one trained here")
     p.add_argument("--self-train", type=int, default=0, metavar="N",
-                   help="ulmfit: then label N unlabeled reviews with the classifier, add the most confident to the "
-                        "labeled set and train again from the same LM (self-training); 0 = skip")
+                   help="ulmfit: self-training (`ulmfit classify --self-train N`): the classifier (the teacher, "
+                        "reported as accuracy) labels N unsup reviews, and a student trains on the most confident "
+                        "of them too (self_train_accuracy); 0 = skip")
     p.add_argument("--self-train-keep", type=float, default=0.5, metavar="FRAC",
                    help="fraction of the N pseudo-labeled reviews kept (the most confident, balanced per class)")
+    p.add_argument("--with-tfidf", action="store_true",
+                   help="ulmfit: also report a hybrid, the mean of the classifier's and the TF-IDF baseline's "
+                        "probabilities (both from the same labels)")
     p.add_argument("--work", type=Path, default=Path("runs/bench_imdb"), help="where models are written")
     p.add_argument("--labels", type=int, nargs="+", default=[100, 1000], help="labeled training set sizes")
     p.add_argument("--test-size", type=int, default=5000, help="stratified test sample size (0 = all 25,000)")

@@ -104,6 +104,8 @@ class ClassifierConfig:
     best_margin: float = 2.0  # an earlier epoch is model-best only if it beats the last by this many std. errors
     precision: str = "auto"  # "auto": bf16 on a GPU or CPU that has it (else fp16 / fp32) | "fp32" | "bf16" | "fp16"
     calibrate: bool = True  # fit a softmax temperature on the valid split (>= 200 docs): honest probabilities
+    self_train: int = 0  # > 0: a teacher labels this many unlabeled texts, a student trains on its surest labels too
+    self_train_keep: float = 0.5  # the fraction of them the student gets: the most confident, balanced per class
     seed: int = 42
 
     def total_epochs(self) -> int:
@@ -353,6 +355,11 @@ def validate(cfg: ClassifierConfig) -> None:
         raise UlmfitError(f"unknown precision {cfg.precision!r}", hint=f"choose one of: {', '.join(PRECISIONS)}")
     if cfg.best_margin < 0:
         raise UlmfitError(f"best_margin must be >= 0, not {cfg.best_margin}")
+    if cfg.self_train < 0:
+        raise UlmfitError(f"self_train must be >= 0 (0 = off), not {cfg.self_train}")
+    if not 0 < cfg.self_train_keep <= 1:
+        raise UlmfitError(f"self_train_keep must be in (0, 1], not {cfg.self_train_keep}",
+                          hint="e.g. 0.5 keeps the surer half of the pseudo-labels")
     if cfg.max_train is not None and cfg.max_train < 2:
         raise UlmfitError(f"--max-train must be at least 2, not {cfg.max_train}")
     if isinstance(cfg.class_weights, list) and any(w <= 0 for w in cfg.class_weights):

@@ -207,9 +207,20 @@ def best_epoch(history: list[dict[str, Any]], n_valid: int, margin: float) -> tu
 
 def train_classifier(src: str | Path | Corpus, *, lm: str | Path | None, out: str | Path, config: ClassifierConfig,
                      text_col: str | None = None, label_col: str | None = None, device: str | None = None,
+                     unlabeled: str | Path | Corpus | None = None,
                      log: Callable[[str], None] = print) -> TrainResult:
     """Train a classifier on SRC (a source for `load_corpus`, or a Corpus) with the encoder, tokenizer and
-    vocab of the LM bundle `lm`; write OUT/model-best and OUT/model-last."""
+    vocab of the LM bundle `lm`; write OUT/model-best and OUT/model-last.
+
+    With `config.self_train` > 0 this is self-training (`ulmfit.classify.self_train`): a teacher labels that
+    many texts of `unlabeled` (default: SRC's unlabeled rows) and the returned student also learns from them."""
+    if unlabeled is not None and not config.self_train:
+        raise UlmfitError("unlabeled texts are only read for self-training", hint="pass --self-train N as well")
+    if config.self_train:
+        from ulmfit.classify.self_train import self_train
+
+        return self_train(src, lm=lm, out=out, config=config, unlabeled=unlabeled, text_col=text_col,
+                          label_col=label_col, device=device, log=log)
     import torch
     from fastai.torch_core import set_seed
 

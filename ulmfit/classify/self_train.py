@@ -1,0 +1,151 @@
+"""Self-training: a classifier labels unlabeled texts, its most confident labels join the real ones, and a second
+classifier trains on both from the same LM (`ulmfit classify --self-train N`).
+
+The recipe, top to bottom:
+    pool      the unlabeled texts: `--unlabeled SRC` (every row but its test split), or SRC's own unlabeled rows
+              (IMDb's `unsup`); never a text of SRC's labelled rows, never a test row
+    teacher   `train_classifier` on the labelled data -> OUT/teacher/model-best
+    label     the teacher's probabilities for N texts drawn from the pool (seeded)
+    keep      per predicted class, the most confident `keep * N / classes` of them (balanced, so that the
+              teacher's bias toward one class is not amplified)
+    student   `train_classifier` on pseudo-labelled + labelled training documents -> OUT/model-best; the
+              validation split keeps its real labels only, so model selection is as honest as without
+
+Measured on IMDb (docs/bench/imdb.md, seventh pass): with 100 labels the student beat its teacher in 3 seeds
+of 3 (+1.5, +2.0, +3.3 points; 78.0% -> 80.2% on average) for ~5 CPU minutes more.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ulmfit.classify.config import ClassifierConfig
+from ulmfit.errors import UlmfitError
+
+if TYPE_CHECKING:
+    from ulmfit.classify.train import TrainResult
+    from ulmfit.data import Corpus
+
+TEACHER = "teacher"
+PSEUDO_LABELS = "pseudo-labels.csv"
+
+
+def select_confident(probs: np.ndarray, keep: float) -> np.ndarray:
+    """Indices (ascending) of the rows to keep: for each predicted class, its `keep * n / n_classes` most
+    confident rows (fewer when the teacher predicted that class less often)."""
+    pred, conf = probs.argmax(1), probs.max(1)
+    per_class = int(len(probs) * keep / probs.shape[1])
+    out: list[int] = []
+    for k in range(probs.shape[1]):
+        idx = np.flatnonzero(pred == k)
+        out += idx[np.argsort(-conf[idx], kind="stable")][:per_class].tolist()
+    return np.array(sorted(out), dtype=np.int64)
+
+
+def unlabeled_pool(src: Corpus, unlabeled: str | Path | Corpus | None, *, text_col: str | None) -> list[str]:
+    """The texts self-training may label: `unlabeled` minus its test split, or else SRC's unlabeled non-test
+    rows; texts of SRC's labelled rows are left out (a validation text must never come back as training data)."""
+    from ulmfit.data import Corpus, load_corpus
+
+    if unlabeled is None:
+        texts = [t for t, y, s in zip(src.texts, src.labels, src.splits) if y is None and s != "test"]
+        where = f"{src.name} has no unlabeled documents"
+    else:
+        pool = unlabeled if isinstance(unlabeled, Corpus) else load_corpus(unlabeled, text_col=text_col, valid_pct=0)
+        texts = [t for t, s in zip(pool.texts, pool.splits) if s != "test"]
+        where = f"{pool.name} has no documents outside its test split"
+    labelled = {t for t, y in zip(src.texts, src.labels) if y is not None}
+    texts = [t for t in dict.fromkeys(texts) if t not in labelled]
+    if not texts:
+        raise UlmfitError(f"self-training needs unlabeled texts, but {where} that are not also labelled",
+                          hint="pass --unlabeled SRC (a file or dataset of texts), or --self-train 0")
+    return texts
+
+
+def self_train(src: str | Path | Corpus, *, lm: str | Path, out: str | Path, config: ClassifierConfig,
+               unlabeled: str | Path | Corpus | None = None, text_col: str | None = None,
+               label_col: str | None = None, device: str | None = None,
+               log: Callable[[str], None] = print) -> TrainResult:
+    """Teacher on SRC's labels; it labels `config.self_train` unlabeled texts; the student trains on the most
+    confident of them plus the labels. Writes OUT/model-best and OUT/model-last (the student: returned, with
+    the self-training summary in meta.json), OUT/teacher/ and OUT/pseudo-labels.csv (every kept label), all
+    at once when the student is done: an error or Ctrl-C on the way leaves OUT as it was."""
+    import shutil
+    import tempfile
+
+    from ulmfit._io import atomic_dir
+    from ulmfit.classify.classifier import Classifier
+    from ulmfit.classify.train import prepare_corpus, train_classifier
+    from ulmfit.data import Corpus, load_corpus
+
+    cfg = config
+    if cfg.from_scratch:
+        raise UlmfitError("self-training starts from a language model; it does not combine with --from-scratch",
+                          hint="drop --self-train or --from-scratch")
+    out = Path(out)
+    corpus = src if isinstance(src, Corpus) else load_corpus(src, text_col=text_col, label_col=label_col,
+                                                             seed=cfg.seed)
+    pool = unlabeled_pool(corpus, unlabeled, text_col=text_col)  # before any training: a bad pool fails fast
+    labelled, _ = prepare_corpus(corpus, cfg, text_col=None, label_col=None)
+    plain = dataclasses.replace(cfg, self_train=0, max_train=None)  # labelled is already the --max-train sample
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.self-train-", dir=out.parent))
+    try:
+        log(f"self-training: the teacher trains on {labelled.splits.count('train'):,} labelled documents")
+        teacher = train_classifier(labelled, lm=lm, out=stage / TEACHER, config=plain, device=device, log=log)
+
+        rng = np.random.default_rng(cfg.seed)
+        texts = [pool[i] for i in sorted(rng.choice(len(pool), size=min(cfg.self_train, len(pool)), replace=False))]
+        log(f"self-training: the teacher labels {len(texts):,} of {len(pool):,} unlabeled documents")
+        probs = Classifier.load(teacher.best, device=device).predict_proba(texts, progress=True)
+        keep = select_confident(probs, cfg.self_train_keep)
+        if not len(keep):
+            raise UlmfitError(f"self-training kept no pseudo-labels of {len(texts)} (keep {cfg.self_train_keep})",
+                              hint="raise --self-train or --self-train-keep")
+        pseudo = [teacher.labels[k] for k in probs[keep].argmax(1)]
+        conf = probs[keep].max(1)
+        counts = {lab: pseudo.count(lab) for lab in teacher.labels}
+        summary: dict[str, Any] = {
+            "teacher": f"{TEACHER}/model-best", "teacher_valid_accuracy": round(teacher.accuracy, 4),
+            "pool": len(pool), "labelled_by_teacher": len(texts), "keep": cfg.self_train_keep, "kept": len(keep),
+            "kept_per_label": counts, "min_confidence": round(float(conf.min()), 4)}
+        log(f"self-training: kept {len(keep):,} ({', '.join(f'{lab} {n:,}' for lab, n in counts.items())}), "
+            f"confidence >= {summary['min_confidence']:.3f}; the student trains on them and the labels")
+        student_data = Corpus([texts[i] for i in keep] + labelled.texts, pseudo + labelled.labels,
+                              ["train"] * len(keep) + labelled.splits, f"{labelled.name}+pseudo{len(keep)}")
+        student = train_classifier(student_data, lm=lm, out=stage / "student", config=plain, device=device, log=log)
+        _write_pseudo_labels(stage / "student" / PSEUDO_LABELS, [texts[i] for i in keep], pseudo, conf)
+        for name in ("model-best", "model-last"):
+            _add_meta(stage / "student" / name / "meta.json", summary)
+        shutil.move(str(stage / TEACHER), str(stage / "student" / TEACHER))
+        with atomic_dir(out) as tmp:
+            tmp.rmdir()
+            os.replace(stage / "student", tmp)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    log(f"self-training: student valid accuracy {student.accuracy:.4f} (teacher {teacher.accuracy:.4f}); "
+        f"{out}/model-best, {out}/{TEACHER}/, {out}/{PSEUDO_LABELS}")
+    return dataclasses.replace(student, out=out, best=out / "model-best", last=out / "model-last")
+
+
+def _add_meta(path: Path, summary: dict[str, Any]) -> None:
+    from ulmfit._io import read_json, write_json
+
+    meta = read_json(path)
+    meta["self_train"] = summary
+    write_json(path, meta)
+
+
+def _write_pseudo_labels(path: Path, texts: list[str], labels: list[str], conf: np.ndarray) -> None:
+    import csv
+
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "label", "confidence"])
+        w.writerows((t, y, f"{c:.4f}") for t, y, c in zip(texts, labels, conf))
