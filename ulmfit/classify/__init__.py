@@ -4,6 +4,8 @@
 
     cfg = resolve_config("small")                               # all layers at once; "paper": gradual unfreezing
     train_classifier("imdb-sample", lm="models/lm", out="models/clas", config=cfg)
+    few = resolve_config("small", overrides={"max_train": 100, "self_train": 4000})   # + IMDb's unsup texts
+    train_classifier("imdb", lm="models/lm", out="models/clas-100", config=few)     # (or unlabeled=SRC)
     clf = Classifier.load("models/clas")                        # -> model-best
     clf.predict(["A gem of a film."])                           # [{"label": "positive", "probs": {...}}]
     evaluate(["models/clas", "models/clas-bwd"], "imdb", split="test", out="report.json")
