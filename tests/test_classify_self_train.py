@@ -89,6 +89,11 @@ def test_cli_self_training_writes_teacher_student_and_the_pseudo_labels(lm, tmp_
     assert meta["data"]["documents"]["train"] == {lab: n + 50 for lab, n in real.items()}  # real + pseudo
     assert sum(meta["data"]["documents"]["valid"].values()) == 100  # validation: the real labels only
     assert meta["valid"]["accuracy"] >= 0.9
+    stored = json.loads((out / "model-best" / "config.json").read_text())["classifier"]
+    assert (stored["self_train"], stored["self_train_keep"]) == (200, 0.5)  # the run's settings, re-runnable
+    from ulmfit.classify import Classifier
+
+    assert Classifier.load(out).predict_proba(texts[:3]).shape == (3, 2)  # the student loads as any classifier
     teacher = json.loads((out / "teacher" / "model-best" / "meta.json").read_text())
     assert "self_train" not in teacher and sum(teacher["data"]["documents"]["train"].values()) == 40
 

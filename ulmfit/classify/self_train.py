@@ -129,7 +129,7 @@ def self_train(src: str | Path | Corpus, *, lm: str | Path, out: str | Path, con
                                    log=log_final)
         _write_pseudo_labels(stage / "student" / PSEUDO_LABELS, [texts[i] for i in keep], pseudo, conf)
         for name in ("model-best", "model-last"):
-            _add_meta(stage / "student" / name / "meta.json", summary)
+            _record(stage / "student" / name, summary, cfg)
         shutil.move(str(stage / TEACHER), str(stage / "student" / TEACHER))
         with atomic_dir(out) as tmp:
             tmp.rmdir()
@@ -141,12 +141,17 @@ def self_train(src: str | Path | Corpus, *, lm: str | Path, out: str | Path, con
     return dataclasses.replace(student, out=out, best=out / "model-best", last=out / "model-last")
 
 
-def _add_meta(path: Path, summary: dict[str, Any]) -> None:
+def _record(bundle: Path, summary: dict[str, Any], cfg: ClassifierConfig) -> None:
+    """The student bundle says how it was made: the summary in meta.json, the run's own self_train settings in
+    config.json (the student itself trained as a plain classifier)."""
     from ulmfit._io import read_json, write_json
 
-    meta = read_json(path)
+    meta = read_json(bundle / "meta.json")
     meta["self_train"] = summary
-    write_json(path, meta)
+    write_json(bundle / "meta.json", meta)
+    config = read_json(bundle / "config.json")
+    config["classifier"].update(self_train=cfg.self_train, self_train_keep=cfg.self_train_keep)
+    write_json(bundle / "config.json", config)
 
 
 def _write_pseudo_labels(path: Path, texts: list[str], labels: list[str], conf: np.ndarray) -> None:
