@@ -128,3 +128,29 @@ def test_resume_with_other_options_is_refused(work, monkeypatch, capsys):
     rc = main(["pretrain", src, "--out", str(root / "k2"), "--preset", "tiny", "--epochs", "3", "--resume"])
     err = capsys.readouterr().err
     assert rc == 1 and "was made with a different lm_config" in err and "without --resume" in err
+
+
+def test_sigterm_unwinds_like_ctrl_c(work):
+    """`kill PID` (a scheduler's pre-emption, `timeout`) saves model-last and leaves no staging directory."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root, src = work
+    out = root / "termed"
+    proc = subprocess.Popen([sys.executable, "-m", "ulmfit.cli.main", "pretrain", src, "--out", str(out),
+                             "--preset", "tiny", "--epochs", "200", "--seed", "3"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 180
+    while not (out / "checkpoint" / "progress.json").is_file() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be terminated"
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and "continue with --resume" in stdout
+    last = read_bundle(out / "model-last")
+    assert last.meta["complete"] is False and 1 <= last.meta["epochs_completed"] < 200
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
+    assert [p.name for p in root.iterdir() if p.name.startswith(".termed")] == []

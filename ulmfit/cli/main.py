@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 import traceback
 
 import typer
@@ -51,10 +53,30 @@ def _register() -> None:
         mod.register(app)
 
 
+def _terminate_as_interrupt(pid: int):
+    """A SIGTERM handler that unwinds like Ctrl-C in the process that installed it.
+
+    SIGTERM (`kill PID`, `timeout`, a batch scheduler's pre-emption) would otherwise end Python without running a
+    single `finally:`, leaving hidden staging directories behind and losing what an interrupted run saves on Ctrl-C
+    (the LM's model-last and checkpoint, the classifier's finished epochs). Forked children (data-loader or
+    tokenizer workers) inherit the handler but must still die the default way when their parent terminates them.
+    """
+    def handler(signum, frame):
+        if os.getpid() != pid:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise KeyboardInterrupt
+    return handler
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (tests call this directly)."""
     _register()
     command = typer.main.get_command(app)
+    installed = threading.current_thread() is threading.main_thread()  # signal.signal works only there
+    if installed:
+        previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt(os.getpid()))
     try:
         # Standalone mode lets click print usage errors (unknown option, missing argument) its own way, exit 2.
         command.main(args=argv, prog_name="ulmfit", standalone_mode=True)
@@ -70,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
         if e.hint:
             print(f"hint: {e.hint}", file=sys.stderr)
         return 1
+    finally:
+        if installed:  # None: the previous handler was not set from Python
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
     return 0
 
 
