@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
 
 from ulmfit.cli.main import main
 from ulmfit.errors import UlmfitError
-from ulmfit.lm.config import (PRESETS, LMConfig, field_names, format_schedule, parse_sets, resolve_config,
-                              schedule)
+from ulmfit.lm.config import (PRESETS, LMConfig, field_names, fit_min_steps, format_schedule, parse_sets,
+                              resolve_config, schedule)
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
@@ -115,3 +116,34 @@ def test_cli_missing_config_file(tmp_path, capsys):
     rc = main(["lm-finetune", "x.csv", "--pretrained", "p", "--out", str(tmp_path / "o"),
                "--config", str(tmp_path / "missing.json")])
     assert rc == 1 and "config file not found" in capsys.readouterr().err
+
+
+def test_min_steps_halves_the_batch_for_little_text():
+    small = resolve_config("small")  # bs 32, seq_len 64, min_steps 2000
+    # the quickstart's corpus (216k tokens, 4 epochs: 420 steps at bs 32) trains at bs 16, never below
+    cfg, note = fit_min_steps(small, 216_000, 4)
+    assert cfg.bs == 16 and "420 optimizer steps at bs 32" in note and "training at bs 16 (840 steps" in note
+    # all of IMDb (22M tokens: 10,800 steps at bs 32) keeps bs 32
+    assert fit_min_steps(small, 22_100_000, 1) == (small, None)
+    assert fit_min_steps(resolve_config("small", sets=["bs=128"]), 1_000_000, 1)[0].bs == 16  # 128 -> 64 -> 32 -> 16
+    off = resolve_config("small", sets=["min_steps=0"])
+    assert fit_min_steps(off, 1_000, 1) == (off, None)
+    with pytest.raises(UlmfitError, match="min_steps"):
+        resolve_config("small", sets=["min_steps=-1"])
+
+
+def test_pretrain_trains_and_records_the_fitted_batch(tmp_path, capsys):
+    from ulmfit.bundle import read_bundle
+    from ulmfit.lm.synthetic import human_numbers
+
+    corpus = human_numbers(n_docs=60, seed=1)
+    src = tmp_path / "numbers.csv"
+    with open(src, "w", newline="") as f:
+        csv.writer(f).writerows([("text", "split"), *zip(corpus.texts, corpus.splits)])
+    rc = main(["pretrain", str(src), "--out", str(tmp_path / "lm"), "--preset", "tiny", "--epochs", "1",
+               "--set", "bs=64", "--set", "min_steps=100000"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    assert "fewer than min_steps 100000: training at bs 16" in out
+    cfg = read_bundle(tmp_path / "lm").config["lm_config"]
+    assert cfg["bs"] == 16 and cfg["min_steps"] == 100000

@@ -17,7 +17,7 @@ Out = Annotated[Path, typer.Option("--out", "-o", help="Output directory for the
 Seed = Annotated[int, typer.Option("--seed", help="Random seed: the same seed gives the same splits, batches and weights on CPU.")]
 Preset = Annotated[str, typer.Option("--preset", "-p", help="Model/training preset: tiny (tests), small (CPU), paper (GPU, the ULMFiT paper's sizes).")]
 Epochs = Annotated[Optional[int], typer.Option("--epochs", "-e", help="Override the preset's number of epochs.")]
-Bs = Annotated[Optional[int], typer.Option("--bs", help="Override the preset's batch size.")]
+Bs = Annotated[Optional[int], typer.Option("--bs", help="Override the preset's batch size (a preset with min_steps halves it when the data give too few optimizer steps; --set min_steps=0 keeps it).")]
 TextCol = Annotated[Optional[str], typer.Option("--text-col", help="Text column(s) of a CSV/TSV/JSONL/parquet source; several joined by commas.")]
 LabelCol = Annotated[Optional[str], typer.Option("--label-col", help="Label column of a CSV/TSV/JSONL/parquet source.")]
 Config = Annotated[Optional[Path], typer.Option("--config", "-c", help="JSON file of config overrides (unknown keys are errors).")]

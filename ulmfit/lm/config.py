@@ -38,6 +38,7 @@ class LMConfig:
     # ---- training (fastai one-cycle; Adam with beta1 cycled through moms and beta2 = 0.99) -----------------
     epochs: int = 1            # pretrain: epochs; lm-finetune: epochs after unfreezing
     bs: int = 64               # parallel streams per batch
+    min_steps: int = 0         # fewer optimizer steps than this in the whole run: halve bs (not below 16)
     seq_len: int = 72          # BPTT length
     lr: float = 5e-3           # pretrain: one-cycle max learning rate
     ft_frozen_lr: float = 2e-2 # lm-finetune, phase 1: only embeddings + decoder train (body frozen)
@@ -96,12 +97,15 @@ PRESETS: dict[str, dict[str, Any]] = {
     # CPU minute (docs/bench/imdb.md, "LM quality per CPU minute"): 200/512, 2 layers, an 8k-word vocabulary
     # (the softmax dominates small models; 3x the tokens/s of the old 256/768 + 16k words: 3,044 vs 1,025 in
     # full IMDb runs), light dropout (one pass over the data does not overfit) and a higher peak lr (1e-2: 0.07
-    # bits/char better than 5e-3). bs 16: two cores run about as many tokens a second at bs 16 as at 32 or 64, so
-    # the smaller batch buys twice the optimizer steps for the same text: 1.505 bits/char against 1.551 (bs 32)
-    # and 1.626 (bs 64) after one epoch over 3,000 reviews, for 13% more time; the quickstart's LM perplexity
-    # 110 against 125 (docs/bench/imdb.md, seventh pass). bs 8 (1.485) costs another 32% of time.
+    # bits/char better than 5e-3). The batch depends on how much text there is (docs/bench/imdb.md, seventh and
+    # eighth passes): on little text steps are what is short, and bs 16 wins (one epoch over 3,000 reviews, 440
+    # steps at bs 32: 1.505 bits/char against 1.551 at bs 32, 1.626 at bs 64; the quickstart's perplexity 110
+    # against 125); on all 73,500 IMDb reviews (10,800 steps at bs 32) bs 32 wins (perplexity 48.2 against 50.8,
+    # classifier 85.9% against 85.3%). min_steps 2,000 sits between the two measured regimes: runs shorter than
+    # that at bs 32 train at bs 16. Two cores run about as many tokens a second at either batch size.
     "small": dict(emb_sz=200, n_hid=512, n_layers=2, drop_mult=0.2,
-                  epochs=2, bs=16, seq_len=64, lr=1e-2, max_vocab=8000, min_freq=3, sp_vocab_size=8000),
+                  epochs=2, bs=32, min_steps=2000, seq_len=64, lr=1e-2, max_vocab=8000, min_freq=3,
+                  sp_vocab_size=8000),
     # The ULMFiT paper (Howard & Ruder 2018) / fastai: 400/1152/3, fastai's AWD-LSTM dropouts, AR 2 / TAR 1,
     # tied weights, 60k-word vocabulary. Meant for a GPU.
     "paper": dict(),
@@ -227,6 +231,7 @@ def validate(cfg: LMConfig) -> None:
     for k in ("emb_sz", "n_hid", "n_layers", "bs", "seq_len", "max_vocab", "min_freq", "sp_vocab_size"):
         need(getattr(cfg, k) >= 1, k, ">= 1")
     need(cfg.epochs >= 0, "epochs", ">= 0")
+    need(cfg.min_steps >= 0, "min_steps", ">= 0")
     need(cfg.ft_freeze_epochs >= 0, "ft_freeze_epochs", ">= 0")
     need(cfg.ft_extend_vocab >= 0, "ft_extend_vocab", ">= 0")
     for k in ("output_p", "hidden_p", "input_p", "embed_p", "weight_p"):
@@ -302,7 +307,27 @@ def format_schedule(phases: list[Phase]) -> str:
 def format_config(cfg: LMConfig) -> str:
     d = cfg.to_dict()
     groups = (("model", ARCH_KEYS + ("alpha", "beta")),
-              ("training", ("epochs", "bs", "seq_len", "lr", "ft_frozen_lr", "ft_freeze_epochs", "ft_lr", "ft_extend_vocab", "moms",
+              ("training", ("epochs", "bs", "min_steps", "seq_len", "lr", "ft_frozen_lr", "ft_freeze_epochs", "ft_lr", "ft_extend_vocab", "moms",
                             "pct_start", "wd", "clip")),
               ("tokenizer", TOKENIZER_KEYS))
     return "\n".join(f"  {name}: " + ", ".join(f"{k}={d[k]}" for k in keys) for name, keys in groups)
+
+
+MIN_BS = 16  # fit_min_steps halves bs no further (bs 8 learns a little more per token but runs 25% slower)
+
+
+def fit_min_steps(cfg: LMConfig, n_tokens: int, epochs: int) -> tuple[LMConfig, str | None]:
+    """More optimizer steps for little text: while `n_tokens` over `epochs` give fewer than `cfg.min_steps`
+    steps, halve bs (not below MIN_BS). Returns the config to train with and a line saying what changed."""
+    def steps(bs: int) -> int:
+        return n_tokens // (bs * cfg.seq_len) * epochs
+
+    bs = cfg.bs
+    while cfg.min_steps > 0 and bs // 2 >= MIN_BS and steps(bs) < cfg.min_steps:
+        bs //= 2
+    if bs == cfg.bs:
+        return cfg, None
+    return dataclasses.replace(cfg, bs=bs), (
+        f"{n_tokens:,} training tokens x {epochs} epoch{'s' if epochs != 1 else ''} are {steps(cfg.bs):,} optimizer "
+        f"steps at bs {cfg.bs}, fewer than min_steps {cfg.min_steps}: training at bs {bs} ({steps(bs):,} steps; "
+        f"--set min_steps=0 keeps bs {cfg.bs})")
