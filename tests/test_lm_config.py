@@ -120,9 +120,9 @@ def test_cli_missing_config_file(tmp_path, capsys):
 
 def test_min_steps_halves_the_batch_for_little_text():
     small = resolve_config("small")  # bs 32, seq_len 64, min_steps 2000
-    # the quickstart's corpus (216k tokens, 4 epochs: 420 steps at bs 32) trains at bs 16, never below
-    cfg, note = fit_min_steps(small, 216_000, 4)
-    assert cfg.bs == 16 and "420 optimizer steps at bs 32" in note and "training at bs 16 (840 steps" in note
+    # the quickstart's corpus (252k tokens, 4 epochs: 492 steps at bs 32) trains at bs 16, never below
+    cfg, note = fit_min_steps(small, 252_254, 4)
+    assert cfg.bs == 16 and "492 optimizer steps at bs 32" in note and "training at bs 16 (984 steps" in note
     # all of IMDb (22M tokens: 10,800 steps at bs 32) keeps bs 32
     assert fit_min_steps(small, 22_100_000, 1) == (small, None)
     assert fit_min_steps(resolve_config("small", sets=["bs=128"]), 1_000_000, 1)[0].bs == 16  # 128 -> 64 -> 32 -> 16
