@@ -154,3 +154,29 @@ def test_sigterm_unwinds_like_ctrl_c(work):
     assert last.meta["complete"] is False and 1 <= last.meta["epochs_completed"] < 200
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
     assert [p.name for p in root.iterdir() if p.name.startswith(".termed")] == []
+
+
+def _report_sigterm_handler(queue):
+    import signal
+
+    queue.put(signal.getsignal(signal.SIGTERM) == signal.SIG_DFL)
+
+
+def test_forked_workers_die_the_default_way_on_sigterm():
+    """A forked worker stuck in a lock it inherited never runs a Python handler: pool.terminate() must kill it."""
+    import multiprocessing as mp
+    import signal
+
+    from ulmfit.cli import main as cli_main
+
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    previous = signal.signal(signal.SIGTERM, cli_main._terminate_as_interrupt)
+    try:
+        proc = ctx.Process(target=_report_sigterm_handler, args=(queue,))
+        proc.start()
+        default_in_child = queue.get(timeout=60)
+        proc.join(timeout=60)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert default_in_child

@@ -53,21 +53,24 @@ def _register() -> None:
         mod.register(app)
 
 
-def _terminate_as_interrupt(pid: int):
-    """A SIGTERM handler that unwinds like Ctrl-C in the process that installed it.
+def _terminate_as_interrupt(signum, frame):
+    """SIGTERM handler: unwind like Ctrl-C.
 
     SIGTERM (`kill PID`, `timeout`, a batch scheduler's pre-emption) would otherwise end Python without running a
     single `finally:`, leaving hidden staging directories behind and losing what an interrupted run saves on Ctrl-C
-    (the LM's model-last and checkpoint, the classifier's finished epochs). Forked children (data-loader or
-    tokenizer workers) inherit the handler but must still die the default way when their parent terminates them.
+    (the LM's model-last and checkpoint, the classifier's finished epochs).
     """
-    def handler(signum, frame):
-        if os.getpid() != pid:
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-            return
-        raise KeyboardInterrupt
-    return handler
+    raise KeyboardInterrupt
+
+
+def _default_sigterm_in_child() -> None:
+    # Forked workers (the tokenizer's pool) must die at once when their parent terminates them: one blocked in a
+    # lock it inherited mid-acquire never runs a Python handler, and pool.terminate() would then wait forever.
+    if signal.getsignal(signal.SIGTERM) is _terminate_as_interrupt:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+os.register_at_fork(after_in_child=_default_sigterm_in_child)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     command = typer.main.get_command(app)
     installed = threading.current_thread() is threading.main_thread()  # signal.signal works only there
     if installed:
-        previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt(os.getpid()))
+        previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     try:
         # Standalone mode lets click print usage errors (unknown option, missing argument) its own way, exit 2.
         command.main(args=argv, prog_name="ulmfit", standalone_mode=True)
