@@ -9,7 +9,7 @@ import pytest
 
 from ulmfit.cli.main import main
 from ulmfit.errors import UlmfitError
-from ulmfit.lm.config import (PRESETS, LMConfig, field_names, fit_dropout, fit_min_steps, format_schedule, parse_sets,
+from ulmfit.lm.config import (PRESETS, LMConfig, field_names, fit_min_steps, format_schedule, parse_sets,
                               resolve_config, schedule)
 
 
@@ -54,7 +54,6 @@ def test_resolution_order_preset_file_set_options(tmp_path):
 def test_set_coerces_types():
     assert parse_sets(["lr=3e-3", "n_layers=2", "tokenizer=sentencepiece", "moms=[0.7,0.6,0.7]"]) == {
         "lr": 3e-3, "n_layers": 2, "tokenizer": "sentencepiece", "moms": (0.7, 0.6, 0.7)}
-    assert parse_sets(["one_pass_drop_mult=none", "drop_mult=0"]) == {"one_pass_drop_mult": None, "drop_mult": 0.0}
 
 
 @pytest.mark.parametrize("sets, message", [
@@ -63,8 +62,6 @@ def test_set_coerces_types():
     (["emb_sz=big"], "config key 'emb_sz': cannot use"),
     (["tie_weights=maybe"], "config key 'tie_weights'"),
     (["drop_mult=-1"], "drop_mult"),
-    (["one_pass_drop_mult=-0.5"], "one_pass_drop_mult"),
-    (["one_pass_drop_mult=off"], "config key 'one_pass_drop_mult': cannot use"),
     (["hidden_p=1.5"], "hidden_p"),
     (["tokenizer=bpe"], "tokenizer"),
     (["moms=0.9,0.8"], "moms"),
@@ -135,18 +132,6 @@ def test_min_steps_halves_the_batch_for_little_text():
         resolve_config("small", sets=["min_steps=-1"])
 
 
-def test_one_pass_drops_the_dropout():
-    small = resolve_config("small")  # drop_mult 0.2; one_pass_drop_mult 0
-    cfg, note = fit_dropout(small, 1)
-    assert cfg.drop_mult == 0 and cfg.one_pass_drop_mult == 0
-    assert note == ("one pass over the text (1 epoch): drop_mult 0 instead of 0.2 (one_pass_drop_mult; "
-                    "--set one_pass_drop_mult=none keeps 0.2)")
-    assert fit_dropout(small, 2) == (small, None)  # text seen twice: dropout guards against overfitting it
-    off = resolve_config("small", sets=["one_pass_drop_mult=none"])
-    assert fit_dropout(off, 1) == (off, None)
-    assert fit_dropout(resolve_config("paper"), 1)[0].drop_mult == 1.0  # paper: no rule
-
-
 def test_pretrain_trains_and_records_the_fitted_batch(tmp_path, capsys):
     from ulmfit.bundle import read_bundle
     from ulmfit.lm.synthetic import human_numbers
@@ -156,13 +141,9 @@ def test_pretrain_trains_and_records_the_fitted_batch(tmp_path, capsys):
     with open(src, "w", newline="") as f:
         csv.writer(f).writerows([("text", "split"), *zip(corpus.texts, corpus.splits)])
     rc = main(["pretrain", str(src), "--out", str(tmp_path / "lm"), "--preset", "tiny", "--epochs", "1",
-               "--set", "bs=64", "--set", "min_steps=100000", "--set", "drop_mult=0.3",
-               "--set", "one_pass_drop_mult=0.1"])
+               "--set", "bs=64", "--set", "min_steps=100000"])
     out, err = capsys.readouterr()
     assert rc == 0, err
     assert "fewer than min_steps 100000: training at bs 16" in out
-    assert "one pass over the text (1 epoch): drop_mult 0.1 instead of 0.3" in out
-    bundle = read_bundle(tmp_path / "lm")
-    cfg = bundle.config["lm_config"]
+    cfg = read_bundle(tmp_path / "lm").config["lm_config"]
     assert cfg["bs"] == 16 and cfg["min_steps"] == 100000
-    assert cfg["drop_mult"] == 0.1 and bundle.arch["drop_mult"] == 0.1  # what the model trained with

@@ -40,9 +40,7 @@ HELP = (
     "Trains the tokenizer and vocabulary on the non-test splits, then the LM on train+unsup with valid for "
     "validation (one-cycle, AR/TAR, gradient clipping); the splits used, the resolved config and the schedule "
     "are printed first. Writes OUT/model-best and OUT/model-last (bundles) and a checkpoint every epoch for "
-    "--resume. The small preset fits the text: bs 16 instead of 32 when the whole run has fewer than 2,000 "
-    "optimizer steps (min_steps), and no dropout when it reads the text once, --epochs 1 (one_pass_drop_mult); "
-    "the log says when, and --set min_steps=0 or --set one_pass_drop_mult=none keeps the preset's value."
+    "--resume."
 )
 
 

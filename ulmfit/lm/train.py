@@ -26,8 +26,8 @@ from ulmfit._io import atomic_dir, read_json, write_json
 from ulmfit._precision import apply_precision, resolve_precision
 from ulmfit.bundle import direction_name, locate, read_bundle, write_bundle
 from ulmfit.errors import UlmfitError
-from ulmfit.lm.config import (ARCH_KEYS, TOKENIZER_KEYS, LMConfig, Phase, fit_dropout, fit_min_steps,
-                              format_config, format_schedule, resolve_config, schedule, validate)
+from ulmfit.lm.config import (ARCH_KEYS, TOKENIZER_KEYS, LMConfig, Phase, fit_min_steps, format_config,
+                              format_schedule, resolve_config, schedule, validate)
 
 if TYPE_CHECKING:
     import torch
@@ -624,9 +624,7 @@ def _run(*, stage: str, cfg: LMConfig, preset: str, phases: list[Phase], store, 
     set_seed(seed, reproducible=True)
     train_splits = tuple(s for s in TRAIN_SPLITS if s in store.splits())
     # before the _Run exists: checkpoints record (and --resume compares) the batch size actually trained with
-    n_epochs = sum(p.epochs for p in phases)
-    cfg, bs_note = fit_min_steps(cfg, sum(store.n_tokens(s) for s in train_splits), n_epochs)
-    cfg, drop_note = fit_dropout(cfg, n_epochs)
+    cfg, bs_note = fit_min_steps(cfg, sum(store.n_tokens(s) for s in train_splits), sum(p.epochs for p in phases))
     dls = lm_dataloaders(store, train_splits=train_splits, valid_split=VALID_SPLIT, bs=cfg.bs, seq_len=cfg.seq_len,
                          backwards=backwards, seed=seed, device=dev)
     learn, arch = make_learner(cfg, dls, store.vocab, dev)
@@ -646,9 +644,8 @@ def _run(*, stage: str, cfg: LMConfig, preset: str, phases: list[Phase], store, 
         f"{sum(p.numel() for p in model.parameters()):,} parameters, device {dev}"
         + (f", {torch.get_num_threads()} threads" if dev.type == "cpu" else "")
         + f", {resolve_precision(cfg.precision, dev)}")
-    for note in (bs_note, drop_note):
-        if note:
-            log(note)
+    if bs_note:
+        log(bs_note)
     log("config:\n" + format_config(cfg))
     log("schedule:\n" + format_schedule(phases))
     if ckpt is not None:
