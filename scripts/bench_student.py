@@ -21,8 +21,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_imdb import imdb_splits, labeled_corpus  # noqa: E402
 
@@ -43,23 +41,20 @@ def main(argv: list[str] | None = None) -> int:
 
     from ulmfit.classify import Classifier, evaluate
     from ulmfit.classify.config import resolve_config
-    from ulmfit.classify.self_train import select_confident, unlabeled_pool
+    from ulmfit.classify.self_train import draw_texts, select_confident, student_corpus, unlabeled_pool
     from ulmfit.classify.train import train_classifier
-    from ulmfit.data import Corpus
 
     t0 = time.perf_counter()
     train, test, lm_texts = imdb_splits(5000, args.labels, args.seed)
     data = labeled_corpus(train, test, args.seed)
     cfg = resolve_config("small", sets=args.sets, epochs=args.epochs, overrides={"seed": 42 + args.seed})
     pool = unlabeled_pool(data, lm_texts.select("unsup"), text_col=None)
-    rng = np.random.default_rng(cfg.seed)  # self_train's draw
-    texts = [pool[i] for i in sorted(rng.choice(len(pool), size=min(args.pool, len(pool)), replace=False))]
+    texts = draw_texts(pool, args.pool, cfg.seed)  # self_train's draw: the same texts for the same seed
     teacher = Classifier.load(args.teacher)
     probs = teacher.predict_proba(texts, progress=True)
     keep = select_confident(probs, args.keep)
     pseudo = [teacher.labels[k] for k in probs[keep].argmax(1)]
-    student_data = Corpus([texts[i] for i in keep] + data.texts, pseudo + data.labels,
-                          ["train"] * len(keep) + data.splits, f"{data.name}+pseudo{len(keep)}")
+    student_data = student_corpus(data, [texts[i] for i in keep], pseudo)
     res = train_classifier(student_data, lm=args.lm, out=args.out, config=cfg)
     row = {"teacher": str(args.teacher), "lm": str(args.lm), "labels": args.labels, "seed": args.seed,
            "pool": len(texts), "kept": len(keep), "min_conf": round(float(probs[keep].max(1).min()), 4),

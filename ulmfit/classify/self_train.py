@@ -49,6 +49,20 @@ def select_confident(probs: np.ndarray, keep: float) -> np.ndarray:
     return np.array(sorted(out), dtype=np.int64)
 
 
+def draw_texts(pool: list[str], n: int, seed: int) -> list[str]:
+    """The `n` texts (all, if fewer) of `pool` the teacher labels: a seeded draw, in pool order."""
+    rng = np.random.default_rng(seed)
+    return [pool[i] for i in sorted(rng.choice(len(pool), size=min(n, len(pool)), replace=False))]
+
+
+def student_corpus(labelled: Corpus, texts: list[str], pseudo: list[str]) -> Corpus:
+    """The student's data: the pseudo-labelled texts as training documents, then every row of `labelled`."""
+    from ulmfit.data import Corpus
+
+    return Corpus(texts + labelled.texts, pseudo + labelled.labels, ["train"] * len(texts) + labelled.splits,
+                  f"{labelled.name}+pseudo{len(texts)}")
+
+
 def unlabeled_pool(src: Corpus, unlabeled: str | Path | Corpus | None, *, text_col: str | None) -> list[str]:
     """The texts self-training may label: `unlabeled` minus its test split, or else SRC's unlabeled non-test
     rows; texts of SRC's labelled rows are left out (a validation text must never come back as training data)."""
@@ -106,8 +120,7 @@ def self_train(src: str | Path | Corpus, *, lm: str | Path, out: str | Path, con
         teacher = train_classifier(labelled, lm=lm, out=stage / TEACHER, config=plain, device=device,
                                    log=log_final)
 
-        rng = np.random.default_rng(cfg.seed)
-        texts = [pool[i] for i in sorted(rng.choice(len(pool), size=min(cfg.self_train, len(pool)), replace=False))]
+        texts = draw_texts(pool, cfg.self_train, cfg.seed)
         log(f"self-training: the teacher labels {len(texts):,} of {len(pool):,} unlabeled documents")
         probs = Classifier.load(teacher.best, device=device).predict_proba(texts, progress=True)
         keep = select_confident(probs, cfg.self_train_keep)
@@ -123,8 +136,7 @@ def self_train(src: str | Path | Corpus, *, lm: str | Path, out: str | Path, con
             "kept_per_label": counts, "min_confidence": round(float(conf.min()), 4)}
         log(f"self-training: kept {len(keep):,} ({', '.join(f'{lab} {n:,}' for lab, n in counts.items())}), "
             f"confidence >= {summary['min_confidence']:.3f}; the student trains on them and the labels")
-        student_data = Corpus([texts[i] for i in keep] + labelled.texts, pseudo + labelled.labels,
-                              ["train"] * len(keep) + labelled.splits, f"{labelled.name}+pseudo{len(keep)}")
+        student_data = student_corpus(labelled, [texts[i] for i in keep], pseudo)
         student = train_classifier(student_data, lm=lm, out=stage / "student", config=plain, device=device,
                                    log=log_final)
         _write_pseudo_labels(stage / "student" / PSEUDO_LABELS, [texts[i] for i in keep], pseudo, conf)
