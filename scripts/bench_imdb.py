@@ -45,10 +45,17 @@ def run_tfidf(train: Corpus, test: Corpus, seed: int) -> dict:
 
 
 def fit_tfidf(train: Corpus, seed: int):
-    """The TF-IDF baseline's model: (fitted GridSearchCV, fitted vectorizer); `ulmfit.classify.tfidf`'s."""
-    from ulmfit.classify.tfidf import fit_tfidf as fit
+    """The TF-IDF baseline's model: (fitted GridSearchCV, fitted vectorizer)."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
-    return fit(train.texts, train.labels, seed)
+    vec = TfidfVectorizer(ngram_range=(1, 2), min_df=2, max_df=0.9, sublinear_tf=True, strip_accents="unicode")
+    x_train = vec.fit_transform(train.texts)
+    cv = StratifiedKFold(n_splits=5, shuffle=True, random_state=seed)
+    grid = GridSearchCV(LogisticRegression(max_iter=2000), {"C": [0.3, 1, 3, 10, 30, 100]}, cv=cv, n_jobs=1)
+    grid.fit(x_train, train.labels)
+    return grid, vec
 
 
 def tfidf_hybrid(args: argparse.Namespace, train: Corpus, test: Corpus, bundles: list[Path]) -> dict:
@@ -132,7 +139,7 @@ def run_ulmfit(args: argparse.Namespace, train: Corpus, test: Corpus, lm: Corpus
         bundles = [clas.out / "teacher" / "model-best", clas.best]
         st = read_json(clas.best / "meta.json")["self_train"]
         result.update(self_train_docs=st["labelled_by_teacher"], self_train_kept=st["kept"],
-                      self_train_min_conf=st["min_confidence"], self_train_tfidf=ccfg.self_train_tfidf,
+                      self_train_min_conf=st["min_confidence"],
                       self_train_accuracy=evaluate([clas.best], data, split="test").headline["accuracy"])
     else:
         clas = train_classifier(data, lm=None if scratch else lm_dir, out=out / "clas", config=ccfg)

@@ -98,27 +98,6 @@ def test_cli_self_training_writes_teacher_student_and_the_pseudo_labels(lm, tmp_
     assert "self_train" not in teacher and sum(teacher["data"]["documents"]["train"].values()) == 40
 
 
-def test_with_tfidf_weight_1_the_pseudo_labels_are_the_tfidf_models(lm, tmp_path, capsys) -> None:
-    from ulmfit.classify.tfidf import fit_tfidf, tfidf_proba
-
-    data = labelled(60, 40, seed=8, valid_rare=False)
-    pool = labelled(120, 0, seed=9, valid_rare=False).texts  # frequent sentiment words: the TF-IDF model knows them
-    src = Corpus(data.texts + pool, data.labels + [None] * len(pool), data.splits + ["unsup"] * len(pool), "mixed")
-    out = tmp_path / "run"
-    cfg = resolve_config("tiny", overrides={"self_train": 100, "self_train_tfidf": 1.0, "seed": 0})
-    train_classifier(src, lm=lm, out=out, config=cfg, log=print)
-    assert "pseudo-labels from 0 x teacher + 1 x TF-IDF" in capsys.readouterr().out
-    with open(out / "pseudo-labels.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    train = data.select("train")  # what the TF-IDF model is fitted on: the training labels, not the validation's
-    p = tfidf_proba(fit_tfidf(train.texts, train.labels, 0), [r["text"] for r in rows], ["neg", "pos"])
-    assert [r["label"] for r in rows] == [["neg", "pos"][k] for k in p.argmax(1)]
-    assert [float(r["confidence"]) for r in rows] == pytest.approx(p.max(1).tolist(), abs=1e-4)
-    meta = json.loads((out / "model-best" / "meta.json").read_text())
-    assert meta["self_train"]["tfidf_weight"] == 1.0 and meta["self_train"]["kept"] == 50
-    assert json.loads((out / "model-best" / "config.json").read_text())["classifier"]["self_train_tfidf"] == 1.0
-
-
 def test_a_failure_after_the_teacher_leaves_nothing(lm, tmp_path, monkeypatch) -> None:
     from ulmfit.classify.classifier import Classifier
 
@@ -145,7 +124,6 @@ def test_bad_self_training_options_are_one_line_errors(lm, tmp_path, capsys) -> 
         (["--unlabeled", str(src)], "unlabeled texts are only read for self-training"),
         (["--self-train", "10", "--self-train-keep", "0"], "self_train_keep must be in (0, 1]"),
         (["--self-train", "-1"], "self_train must be >= 0"),
-        (["--self-train", "10", "--self-train-tfidf", "1.5"], "self_train_tfidf must be in [0, 1]"),
         (["--self-train", "10", "--unlabeled", str(tmp_path / "none.csv")], "no such file or folder"),
     ]
     for extra, message in cases:

@@ -106,7 +106,6 @@ class ClassifierConfig:
     calibrate: bool = True  # fit a softmax temperature on the valid split (>= 200 docs): honest probabilities
     self_train: int = 0  # > 0: a teacher labels this many unlabeled texts, a student trains on its surest labels too
     self_train_keep: float = 0.5  # the fraction of them the student gets: the most confident, balanced per class
-    self_train_tfidf: float = 0.0  # weight of a TF-IDF model (same labels) in the pseudo-labels: errors unlike the LSTM's
     seed: int = 42
 
     def total_epochs(self) -> int:
@@ -361,9 +360,6 @@ def validate(cfg: ClassifierConfig) -> None:
     if not 0 < cfg.self_train_keep <= 1:
         raise UlmfitError(f"self_train_keep must be in (0, 1], not {cfg.self_train_keep}",
                           hint="e.g. 0.5 keeps the surer half of the pseudo-labels")
-    if not 0 <= cfg.self_train_tfidf <= 1:
-        raise UlmfitError(f"self_train_tfidf must be in [0, 1], not {cfg.self_train_tfidf}",
-                          hint="e.g. 0.5 labels with the mean of the teacher's and the TF-IDF model's probabilities")
     if cfg.max_train is not None and cfg.max_train < 2:
         raise UlmfitError(f"--max-train must be at least 2, not {cfg.max_train}")
     if isinstance(cfg.class_weights, list) and any(w <= 0 for w in cfg.class_weights):

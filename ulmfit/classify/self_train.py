@@ -5,8 +5,7 @@ The recipe, top to bottom:
     pool      the unlabeled texts: `--unlabeled SRC` (every row but its test split), or SRC's own unlabeled rows
               (IMDb's `unsup`); never a text of SRC's labelled rows, never a test row
     teacher   `train_classifier` on the labelled data -> OUT/teacher/model-best
-    label     the teacher's probabilities for N texts drawn from the pool (seeded); with `self_train_tfidf` W,
-              (1 - W) * those + W * a TF-IDF + logistic regression model's, fitted on the same training labels
+    label     the teacher's probabilities for N texts drawn from the pool (seeded)
     keep      per predicted class, the most confident `keep * N / classes` of them (balanced, so that the
               teacher's bias toward one class is not amplified)
     student   `train_classifier` on pseudo-labelled + labelled training documents -> OUT/model-best; the
@@ -117,12 +116,6 @@ def self_train(src: str | Path | Corpus, *, lm: str | Path, out: str | Path, con
         log(line.replace(str(stage / TEACHER), str(out / TEACHER)).replace(str(stage / "student"), str(out)))
 
     try:
-        tfidf = None
-        if cfg.self_train_tfidf:  # before the teacher: too few labels for it fail fast
-            from ulmfit.classify.tfidf import fit_tfidf
-
-            train = labelled.select("train")  # not the validation labels: they stay the student's honest judge
-            tfidf = fit_tfidf(train.texts, train.labels, cfg.seed)
         log(f"self-training: the teacher trains on {labelled.splits.count('train'):,} labelled documents")
         teacher = train_classifier(labelled, lm=lm, out=stage / TEACHER, config=plain, device=device,
                                    log=log_final)
@@ -130,8 +123,6 @@ def self_train(src: str | Path | Corpus, *, lm: str | Path, out: str | Path, con
         texts = draw_texts(pool, cfg.self_train, cfg.seed)
         log(f"self-training: the teacher labels {len(texts):,} of {len(pool):,} unlabeled documents")
         probs = Classifier.load(teacher.best, device=device).predict_proba(texts, progress=True)
-        if tfidf is not None:
-            probs = _mix_tfidf(probs, tfidf, texts, teacher.labels, cfg.self_train_tfidf, log)
         keep = select_confident(probs, cfg.self_train_keep)
         if not len(keep):
             raise UlmfitError(f"self-training kept no pseudo-labels of {len(texts)} (keep {cfg.self_train_keep})",
@@ -141,8 +132,7 @@ def self_train(src: str | Path | Corpus, *, lm: str | Path, out: str | Path, con
         counts = {lab: pseudo.count(lab) for lab in teacher.labels}
         summary: dict[str, Any] = {
             "teacher": f"{TEACHER}/model-best", "teacher_valid_accuracy": round(teacher.accuracy, 4),
-            "pool": len(pool), "labelled_by_teacher": len(texts), "tfidf_weight": cfg.self_train_tfidf,
-            "keep": cfg.self_train_keep, "kept": len(keep),
+            "pool": len(pool), "labelled_by_teacher": len(texts), "keep": cfg.self_train_keep, "kept": len(keep),
             "kept_per_label": counts, "min_confidence": round(float(conf.min()), 4)}
         log(f"self-training: kept {len(keep):,} ({', '.join(f'{lab} {n:,}' for lab, n in counts.items())}), "
             f"confidence >= {summary['min_confidence']:.3f}; the student trains on them and the labels")
@@ -163,17 +153,6 @@ def self_train(src: str | Path | Corpus, *, lm: str | Path, out: str | Path, con
     return dataclasses.replace(student, out=out, best=out / "model-best", last=out / "model-last")
 
 
-def _mix_tfidf(probs: np.ndarray, model: Any, texts: list[str], labels: list[str], w: float,
-               log: Callable[[str], None]) -> np.ndarray:
-    """(1 - w) * the teacher's probabilities + w * the TF-IDF model's (`tfidf.fit_tfidf`)."""
-    from ulmfit.classify.tfidf import tfidf_proba
-
-    p_tfidf = tfidf_proba(model, texts, labels)
-    log(f"self-training: pseudo-labels from {1 - w:g} x teacher + {w:g} x TF-IDF (C {model[0].best_params_['C']:g}); "
-        f"the two agree on {(p_tfidf.argmax(1) == probs.argmax(1)).mean():.1%} of the texts")
-    return (1 - w) * probs + w * p_tfidf
-
-
 def _record(bundle: Path, summary: dict[str, Any], cfg: ClassifierConfig) -> None:
     """The student bundle says how it was made: the summary in meta.json, the run's own self_train settings in
     config.json (the student itself trained as a plain classifier)."""
@@ -183,8 +162,7 @@ def _record(bundle: Path, summary: dict[str, Any], cfg: ClassifierConfig) -> Non
     meta["self_train"] = summary
     write_json(bundle / "meta.json", meta)
     config = read_json(bundle / "config.json")
-    config["classifier"].update(self_train=cfg.self_train, self_train_keep=cfg.self_train_keep,
-                                self_train_tfidf=cfg.self_train_tfidf)
+    config["classifier"].update(self_train=cfg.self_train, self_train_keep=cfg.self_train_keep)
     write_json(bundle / "config.json", config)
 
 

@@ -36,11 +36,6 @@ SelfTrain = Annotated[Optional[int], typer.Option(
 SelfTrainKeep = Annotated[Optional[float], typer.Option(
     "--self-train-keep", metavar="FRAC", help="With --self-train: the fraction of the N pseudo-labels kept, the "
     "most confident, the same number per predicted class (default 0.5). OUT/pseudo-labels.csv lists them.")]
-SelfTrainTfidf = Annotated[Optional[float], typer.Option(
-    "--self-train-tfidf", metavar="W", help="With --self-train: label the texts with (1 - W) x the teacher's "
-    "probabilities + W x those of a TF-IDF (word and word-pair) logistic regression fitted on the same training "
-    "labels, whose errors are not the LSTM's; the student is still a plain ULMFiT classifier (default 0: the "
-    "teacher alone).")]
 Unlabeled = Annotated[Optional[str], typer.Option(
     "--unlabeled", help="With --self-train: unlabeled texts to draw from (a dataset name or a path, as SRC; "
     "labels in it are ignored, its test split is never read).")]
@@ -94,7 +89,6 @@ def register(app: typer.Typer) -> None:
         max_train: MaxTrain = None,
         self_train: SelfTrain = None,
         self_train_keep: SelfTrainKeep = None,
-        self_train_tfidf: SelfTrainTfidf = None,
         unlabeled: Unlabeled = None,
         device: Device = None,
     ) -> None:
@@ -103,8 +97,7 @@ def register(app: typer.Typer) -> None:
 
         overrides = dict(bs=bs, seed=seed, from_scratch=from_scratch or None, backwards=backwards or None,
                          label_smoothing=label_smoothing, class_weights=_class_weights(class_weights),
-                         max_train=max_train, self_train=self_train, self_train_keep=self_train_keep,
-                         self_train_tfidf=self_train_tfidf)
+                         max_train=max_train, self_train=self_train, self_train_keep=self_train_keep)
         cfg = resolve_config(preset, config_file=config, sets=set_, overrides=overrides, epochs=epochs)
         result = train_classifier(src, lm=lm, out=out, config=cfg, text_col=text_col, label_col=label_col,
                                   device=device, unlabeled=unlabeled)
