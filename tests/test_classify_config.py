@@ -25,7 +25,7 @@ def test_paper_schedule_is_the_fastai_course() -> None:
 def test_small_trains_all_layers_at_once() -> None:
     # measured better than gradual unfreezing on CPU-trained LMs (docs/bench/imdb.md, fourth and fifth passes)
     cfg = resolve_config("small")
-    assert [(s.freeze_to, s.epochs, s.lr, s.lr_div) for s in cfg.schedule] == [(0, 5, 5e-3, 2.6**4)]
+    assert [(s.freeze_to, s.epochs, s.lr, s.lr_div) for s in cfg.schedule] == [(0, 5, 1e-2, 2.6**4)]
     assert cfg.describe_schedule().startswith("Schedule (5 epochs")
     assert resolve_config("small", sets=["schedule=gradual"]).schedule == resolve_config("paper").schedule
 
@@ -94,7 +94,7 @@ def test_lr_div_is_ulmfit_two_point_six_per_layer() -> None:
 
 def test_schedule_by_name() -> None:
     every = resolve_config("small", sets=["schedule=all-at-once"]).schedule
-    assert [(st.freeze_to, st.epochs, st.lr, st.lr_div) for st in every] == [(0, 5, 5e-3, LR_DIV)]
+    assert [(st.freeze_to, st.epochs, st.lr, st.lr_div) for st in every] == [(0, 5, 1e-2, LR_DIV)]
     assert resolve_config("small", sets=["schedule=gradual"]).schedule == ulmfit_schedule()
     assert [st.epochs for st in resolve_config("small", sets=["schedule=all-at-once"], epochs=8).schedule] == [8]
     with pytest.raises(UlmfitError, match="unknown schedule 'fast'") as e:

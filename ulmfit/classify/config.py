@@ -10,7 +10,7 @@ one the fastai course (fastbook ch. 10) ran on IMDb, the `paper` preset's:
     learn.unfreeze();    learn.fit_one_cycle(2, slice(1e-3/2.6**4, 1e-3), ...)  # everything
 
 `all-at-once` (the `small` preset's: measured better on CPU-trained LMs, see PRESETS) is one stage,
-`learn.unfreeze(); learn.fit_one_cycle(5, slice(5e-3/2.6**4, 5e-3), ...)`.
+`learn.unfreeze(); learn.fit_one_cycle(5, slice(1e-2/2.6**4, 1e-2), ...)`.
 
 Only the standard library is imported here: the CLI validates a config before torch is loaded.
 """
@@ -66,8 +66,10 @@ def ulmfit_schedule() -> list[Stage]:
 
 def all_at_once_schedule() -> list[Stage]:
     """The paper's "Full" ablation, no gradual unfreezing: every layer from the start, 5 epochs at the course's
-    third-stage learning rates, slice(5e-3/2.6**4, 5e-3). Measured on CPU-trained LMs (docs/bench/imdb.md)."""
-    return [Stage(freeze_to=0, epochs=5, lr=5e-3, lr_div=LR_DIV)]
+    second-stage learning rates, slice(1e-2/2.6**4, 1e-2). Measured on CPU-trained LMs (docs/bench/imdb.md): 1e-2
+    beat the third stage's 5e-3 with 1,000 IMDb labels on the 24,000-review LM (81.6% vs 79.6%), on the all-IMDb
+    LM (86.4% vs 85.9%) and, with self-training, over three seeds (tenth pass); with 100 labels 79.8% vs 79.9%."""
+    return [Stage(freeze_to=0, epochs=5, lr=1e-2, lr_div=LR_DIV)]
 
 
 # Schedules by name: `--set schedule=all-at-once` instead of a list of stages.
