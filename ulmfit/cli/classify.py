@@ -31,7 +31,8 @@ SelfTrain = Annotated[Optional[int], typer.Option(
     "the real ones; validation uses real labels only. The texts come from --unlabeled, or else SRC's own "
     "unlabeled rows (e.g. IMDb's unsup); never from a test split. Measured on IMDb (N 4000, 3 seeds each): "
     "100 labels +2.2 points (78.0% -> 80.2%), 1,000 labels +1.1 (85.8% -> 86.9%), for 5-8 CPU minutes "
-    "more; N 10000: 1,000 labels 87.6% (3 seeds), 13 minutes more; 100 labels 79.8% (docs/bench/imdb.md). "
+    "more; N 10000: 1,000 labels 87.9% (3 seeds, teachers 86.2%), 13 minutes more; 100 labels 79.8% "
+    "(docs/bench/imdb.md). "
     "Default 0 (off).")]
 SelfTrainKeep = Annotated[Optional[float], typer.Option(
     "--self-train-keep", metavar="FRAC", help="With --self-train: the fraction of the N pseudo-labels kept, the "
