@@ -31,10 +31,9 @@ SelfTrain = Annotated[Optional[int], typer.Option(
     "the real ones; validation uses real labels only. The texts come from --unlabeled, or else SRC's own "
     "unlabeled rows (e.g. IMDb's unsup); never from a test split. Measured on IMDb with the classifier at its "
     "former lr 5e-3 (N 4000, 3 seeds each): 100 labels +2.2 points (78.0% -> 80.2%), 1,000 labels +1.1 (85.8% "
-    "-> 86.9%), for 5-8 CPU minutes more; N 10000: 100 labels 79.8%. At today's lr 1e-2 (3 seeds each): N 4000, "
-    "100 labels 80.0% (teachers 77.8%); N 10000, 1,000 labels 87.9% (teachers 86.2%), 13 minutes more "
-    "(docs/bench/imdb.md). "
-    "Default 0 (off).")]
+    "-> 86.9%), for 5-8 CPU minutes more; N 10000: 100 labels 79.8%. At today's lr 1e-2: N 4000, "
+    "100 labels 80.0% (3 seeds; teachers 77.8%); N 10000, 1,000 labels 87.9% (5 seeds; teachers 86.2%), "
+    "13 minutes more (docs/bench/imdb.md). Default 0 (off).")]
 SelfTrainKeep = Annotated[Optional[float], typer.Option(
     "--self-train-keep", metavar="FRAC", help="With --self-train: the fraction of the N pseudo-labels kept, the "
     "most confident, the same number per predicted class (default 0.5). OUT/pseudo-labels.csv lists them. "
