@@ -3,14 +3,18 @@ one clear line through the CLI."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import tarfile
 from pathlib import Path
 
 import pytest
 
-from helpers_data import rows, tar_folder, write_imdb_tree
+from helpers_data import rows, tar_bytes, tar_folder, write_imdb_tree
 from ulmfit.cli.main import main
 from ulmfit.data import load_corpus
+from ulmfit.data.readers import ArchiveLimits, column_preview, format_size, parse_size, read_source
 from ulmfit.errors import UlmfitError
 
 
@@ -279,3 +283,118 @@ def test_info_reports_splits_classes_and_lengths(tmp_path: Path, capsys: pytest.
     lines = {line.split()[0]: line.split() for line in out.splitlines()[1:4]}
     assert lines["split"][:4] == ["split", "documents", "neg", "pos"]
     assert lines["train"][:4] == ["train", "9", "4", "5"] and lines["test"][:4] == ["test", "6", "3", "3"]
+
+
+# ---------------------------------------------------------------------------------------------- limits
+
+def _tgz(path: Path, files: dict[str, bytes]) -> Path:
+    path.write_bytes(tar_bytes(files))
+    return path
+
+
+@pytest.mark.parametrize("env, value, message", [
+    ("ULMFIT_MAX_ARCHIVE_MEMBERS", "10", "refusing many.tar.gz: it has more than 10 members"),
+    ("ULMFIT_MAX_ARCHIVE_BYTES", "1K", "refusing many.tar.gz: it unpacks to more than 1 KiB"),
+])
+def test_an_archive_over_a_limit_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str], env: str, value: str,
+                                             message: str) -> None:
+    files = {f"docs/pos/{i}.txt": b"a fine review " * 10 for i in range(20)}  # 20 members, 2,800 bytes
+    p = _tgz(tmp_path / "many.tar.gz", files)
+    monkeypatch.setenv(env, value)
+    err = _fails(["data", "info", str(p)], capsys).splitlines()
+    assert err[0] == f"error: {message}" and len(err) == 2
+    assert err[1].startswith(f"hint: if you trust the archive, raise the limit, e.g. {env}=")
+    monkeypatch.delenv(env)
+    assert load_corpus(p, valid_pct=0).summary()["train"]["documents"] == 20
+
+
+def test_a_gzip_bomb_is_refused_while_it_streams(tmp_path: Path) -> None:
+    # 64 MiB of zeros compresses to ~64 KiB: refused after the first MiB block past the limit, never held whole.
+    p = tmp_path / "bomb.tar.gz"
+    with tarfile.open(p, "w:gz") as tar:
+        info = tarfile.TarInfo("docs/pos/big.txt")
+        info.size = 64 << 20
+        tar.addfile(info, _Zeros(info.size))
+    assert p.stat().st_size < 1 << 20
+    with pytest.raises(UlmfitError, match="refusing bomb.tar.gz: it unpacks to more than 2 MiB"):
+        read_source(p, limits=ArchiveLimits(max_bytes=2 << 20))
+
+
+def test_skipped_members_count_towards_the_limits(tmp_path: Path) -> None:
+    # Members that are not documents (a README, a binary) still cost decompression: they count too.
+    p = _tgz(tmp_path / "x.tgz", {"README": b"r" * 5000, "docs/pos/1.txt": b"ok", "docs/neg/1.txt": b"no"})
+    with pytest.raises(UlmfitError, match="unpacks to more than 4 KiB"):
+        read_source(p, limits=ArchiveLimits(max_bytes=4 << 10))
+    with pytest.raises(UlmfitError, match="more than 2 members"):
+        read_source(p, limits=ArchiveLimits(max_members=2))
+    assert read_source(p, limits=ArchiveLimits(max_members=3, max_bytes=5004)).texts == ["no", "ok"]
+
+
+def test_limit_settings() -> None:
+    assert ArchiveLimits() == ArchiveLimits(max_members=1_000_000, max_bytes=4 << 30)
+    assert [parse_size(v, "X") for v in ("4G", "512m", "100", " 2KiB ", "3MB")] == [4 << 30, 512 << 20, 100, 2048,
+                                                                                   3 << 20]
+    for bad in ("0", "-1", "1.5G", "lots", ""):
+        with pytest.raises(UlmfitError, match="X must be a positive number of bytes"):
+            parse_size(bad, "X")
+    assert [format_size(n) for n in (4 << 30, 1000, 1536)] == ["4 GiB", "1,000 bytes", "1,536 bytes"]
+
+
+def test_a_bad_member_limit_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ULMFIT_MAX_ARCHIVE_MEMBERS", "1e6")
+    with pytest.raises(UlmfitError, match="ULMFIT_MAX_ARCHIVE_MEMBERS must be a positive whole number, got '1e6'"):
+        ArchiveLimits.from_env()
+
+
+class _Zeros(io.RawIOBase):
+    """`n` zero bytes, produced as read: a bomb's payload without holding it in the test either."""
+
+    def __init__(self, n: int) -> None:
+        self.left = n
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        k = min(len(b), self.left)
+        b[:k] = bytes(k)
+        self.left -= k
+        return k
+
+
+# ---------------------------------------------------------------------------------------------- binary "CSV"
+
+@pytest.mark.parametrize("payload", [
+    b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)) * 8,  # an image: NUL bytes
+    "text,label\nhello,pos\n".encode("utf-16"),  # UTF-16: NUL bytes too
+    bytes(range(0x80, 0x100)) * 8 + b"\n",  # no NUL, but nothing in the header decodes
+])
+def test_a_binary_file_posing_as_csv_is_one_short_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                       payload: bytes) -> None:
+    p = tmp_path / "data.csv"
+    p.write_bytes(payload)
+    err = _fails(["data", "info", str(p)], capsys).splitlines()
+    assert err[0].startswith("error: data.csv does not look like a CSV text file: ") and len(err) == 2
+    assert len(err[0]) < 200 and err[0].isprintable() and "available" not in err[0]
+    assert err[1] == "hint: pass a UTF-8 CSV file with a header row, or the right --fmt"
+
+
+def test_a_latin1_header_is_still_text(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    p = tmp_path / "t.csv"
+    p.write_bytes("text,catégorie\ntrès bien,pos\n".encode("latin-1"))
+    c = load_corpus(p, valid_pct=0)
+    assert c.texts == ["tr\ufffds bien"]
+    assert "1 document(s) had bytes that are not UTF-8" in capsys.readouterr().err
+
+
+def test_available_columns_are_a_short_printable_preview(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    p = tmp_path / "wide.csv"
+    names = [f"column_{i}_" + "x" * 60 for i in range(30)] + ["bell\x07"]
+    with open(p, "w", newline="") as f:
+        csv.writer(f).writerows([names, ["v"] * len(names)])
+    err = _fails(["data", "info", str(p)], capsys).splitlines()[0]
+    assert "(available: column_0_xxx" in err and "... and 21 more)" in err and err.isprintable()
+    assert err.count("column_") == 10 and "column_0_" + "x" * 28 + "..." in err and len(err) < 600
+    assert column_preview(["bell\x07", "tab\tbed"]) == "bell\\x07, tab\\tbed"
+    assert column_preview([]) == "none"

@@ -15,6 +15,7 @@ from ulmfit.cli.main import main
 from ulmfit.errors import UlmfitError
 from ulmfit.lm.model import arch_from_state, build_lm, load_lm_state, normalize_state
 from ulmfit.lm.synthetic import human_numbers
+from ulmfit.lm import wt103
 from ulmfit.lm.wt103 import load_itos, load_pth_state, match_embeds
 from ulmfit.tokenize import SPECIAL_TOKENS
 
@@ -176,3 +177,56 @@ def test_weights_file_is_loaded_weights_only(tmp_path, monkeypatch):
     (tmp_path / "trunc.pth").write_bytes(b"\x80\x02garbage")
     with pytest.raises(UlmfitError, match="trunc.pth"):
         load_pth_state(tmp_path / "trunc.pth")
+
+
+def test_the_vocabulary_pickle_is_capped_in_size(tmp_path, monkeypatch):
+    p = tmp_path / "itos_wt103.pkl"
+    p.write_bytes(pickle.dumps(OLD_ITOS))
+    size = p.stat().st_size
+    assert load_itos(p, max_bytes=size) == OLD_ITOS  # exactly at the cap is fine
+    with pytest.raises(UlmfitError) as e:
+        load_itos(p, max_bytes=size - 1)
+    assert str(e.value.message) == f"vocabulary {p} is larger than {size - 1:,} bytes: refusing to load it"
+    assert e.value.hint.endswith(f"raise the limit, e.g. ULMFIT_MAX_VOCAB_BYTES={(size - 1) * 4}")
+    monkeypatch.setenv("ULMFIT_MAX_VOCAB_BYTES", "100")
+    with pytest.raises(UlmfitError, match="is larger than 100 bytes"):
+        load_itos(p)
+    monkeypatch.setenv("ULMFIT_MAX_VOCAB_BYTES", "1M")
+    assert load_itos(p) == OLD_ITOS
+    monkeypatch.setenv("ULMFIT_MAX_VOCAB_BYTES", "big")
+    with pytest.raises(UlmfitError, match="ULMFIT_MAX_VOCAB_BYTES must be a positive number of bytes"):
+        load_itos(p)
+    monkeypatch.delenv("ULMFIT_MAX_VOCAB_BYTES")
+    assert wt103.MAX_VOCAB_BYTES == 64 << 20 and load_itos(p) == OLD_ITOS
+
+
+def test_a_too_big_vocabulary_stops_lm_finetune_with_one_line(tmp_path, monkeypatch, capsys):
+    write_checkpoint(tmp_path / "wt103")
+    src = tmp_path / "t.txt"
+    src.write_text("one two three\nfour five\n" * 20)
+    monkeypatch.setenv("ULMFIT_MAX_VOCAB_BYTES", "100")
+    rc = main(["lm-finetune", str(src), "--pretrained", str(tmp_path / "wt103"), "--out", str(tmp_path / "o"),
+               "--preset", "tiny"])
+    err = capsys.readouterr().err.splitlines()
+    assert rc == 1
+    assert [line for line in err if line.startswith("error: ")] == [
+        f"error: vocabulary {tmp_path / 'wt103' / 'itos_wt103.pkl'} is larger than 100 bytes: refusing to load it"]
+
+
+class _Persistent(pickle.Pickler):
+    def persistent_id(self, obj):
+        return "outside" if obj == "xxunk" else None
+
+
+def test_the_vocabulary_pickle_admits_only_plain_data(tmp_path):
+    buf = io.BytesIO()
+    _Persistent(buf).dump(["xxunk", "the"])
+    (tmp_path / "pid.pkl").write_bytes(buf.getvalue())
+    with pytest.raises(UlmfitError, match="refusing a persistent id"):
+        load_itos(tmp_path / "pid.pkl")
+    # any global, however harmless, is refused: only the opcodes of lists, tuples and strings get through
+    (tmp_path / "set.pkl").write_bytes(pickle.dumps(["a", frozenset({"b"})], protocol=2))
+    with pytest.raises(UlmfitError, match=r"refusing to load (__builtin__|builtins)\.frozenset"):
+        load_itos(tmp_path / "set.pkl")
+    (tmp_path / "tuple.pkl").write_bytes(pickle.dumps(("a", "b")))
+    assert load_itos(tmp_path / "tuple.pkl") == ["a", "b"]

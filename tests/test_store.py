@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import json
 import random
 from collections import Counter
@@ -183,7 +185,57 @@ def test_failed_build_leaves_nothing(monkeypatch, tmp_path: Path) -> None:
     monkeypatch.setattr(store_mod, "write_json", fail_on_meta)
     with pytest.raises(KeyboardInterrupt):
         build_store(make_corpus(n_train=4, n_valid=2, n_test=0, seed=4), cache_dir=tmp_path)
-    assert list(tmp_path.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir()] == [store_mod.LOCKS]  # only the (empty) lock folder
+
+
+def test_a_killed_build_leaves_nothing_after_the_next_run(tmp_path: Path) -> None:
+    """kill -9 never runs a `finally`: its staging folder stays until the next build removes it."""
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    left = tmp_path / f".deadbeef.tmp-{dead}-abc123"
+    (left / "_chunks").mkdir(parents=True)
+    (tmp_path / f".other.tmp-{os.getpid()}-xyz").mkdir()  # a live process's staging folder is not touched
+    store = build_store(make_corpus(n_train=4, n_valid=2, n_test=0, seed=4), cache_dir=tmp_path)
+    assert not left.exists()
+    assert (tmp_path / f".other.tmp-{os.getpid()}-xyz").exists()
+    assert store.root.exists()
+
+
+def test_a_second_builder_of_the_same_store_waits_and_reuses_it(tmp_path: Path) -> None:
+    import ulmfit.store as store_mod
+
+    import threading
+
+    from ulmfit._rundir import file_lock
+
+    corpus = make_corpus(n_train=4, n_valid=2, n_test=0, seed=4)
+    key_lock = tmp_path / store_mod.LOCKS
+    key_lock.mkdir()
+    holder = threading.Event()
+    done: list = []
+
+    def build():
+        holder.wait()
+        done.append(build_store(corpus, cache_dir=tmp_path))
+
+    first = build_store(corpus, cache_dir=tmp_path)  # the store exists; hold its key's lock and start a second
+    lock_path = key_lock / f"{first.root.name}.lock"
+    import fcntl
+
+    fd = os.open(lock_path, os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    t = threading.Thread(target=build)
+    t.start()
+    holder.set()
+    t.join(0.5)
+    assert t.is_alive() and not done  # waiting for the lock
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
+    t.join(10)
+    assert done and done[0].root == first.root
 
 
 def test_sentencepiece_store(tmp_path: Path) -> None:

@@ -26,35 +26,49 @@ def _umask() -> int:
     return mask
 
 
+def staging_prefix(name: str, kind: str = "tmp") -> str:
+    """Hidden staging names carry the writer's pid, so leftovers of a killed run are recognisable
+    (ulmfit._rundir.clean_stale_staging)."""
+    return f".{name}.{kind}-{os.getpid()}-"
+
+
 @contextlib.contextmanager
 def atomic_dir(final: Path, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary directory next to `final`; on success it replaces `final`, on error it vanishes."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=staging_prefix(final.name), dir=final.parent))
     # mkdtemp makes 0700 directories; artifacts should be as readable as anything else the user creates.
     os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp
-        if final.exists():
-            if not overwrite:
-                raise FileExistsError(final)
-            # Swap via a second rename so `final` is never missing for long and never half-written.
-            old = final.with_name(f".{final.name}.old-{os.getpid()}")
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
+        if final.exists() and not overwrite:
+            raise FileExistsError(final)
+        replace_path(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
+def replace_path(staged: Path, final: Path) -> None:
+    """Move a finished file or folder to `final`, replacing what was there: `final` is never half-written and
+    missing only between two renames."""
+    if not final.exists():
+        os.replace(staged, final)
+        return
+    old = final.with_name(f"{staging_prefix(final.name, 'old')}{os.urandom(3).hex()}")
+    os.replace(final, old)
+    os.replace(staged, final)
+    if old.is_dir() and not old.is_symlink():
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        old.unlink()
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=staging_prefix(path.name), dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

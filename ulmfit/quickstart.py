@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ulmfit._rundir import check_writable_dir
 from ulmfit.errors import UlmfitError
 
 PROMPT = "I liked this movie because"
@@ -95,6 +96,7 @@ def quickstart(out: str | Path = "models/quickstart", *, seed: int = 42, preset:
         raise UlmfitError(f"unknown preset {preset!r}", hint=f"choose one of {', '.join(QUICK)}")
     quick = QUICK[preset]
     out = Path(out)
+    check_writable_dir(out)  # before minutes of work
     seconds: dict[str, float] = {}
     t_all = time.time()
 
@@ -112,9 +114,11 @@ def quickstart(out: str | Path = "models/quickstart", *, seed: int = 42, preset:
     lcfg = lm_config(preset, overrides={"epochs": quick["lm_epochs"]})
     lm_out = out / "lm"
     if pretrained is not None:
-        lm_res = finetune(corpus, pretrained, lm_out, lcfg, seed=seed, device=device, preset=preset, log=log)
+        lm_res = finetune(corpus, pretrained, lm_out, lcfg, seed=seed, device=device, preset=preset, overwrite=True,
+                          log=log)
     else:
-        lm_res = pretrain(corpus, lm_out, lcfg, seed=seed, device=device, preset=preset, log=log)
+        lm_res = pretrain(corpus, lm_out, lcfg, seed=seed, device=device, preset=preset, overwrite=True,
+                          log=log)
     seconds["lm"] = time.time() - t
     best = lm_res.metrics[lm_res.best_epoch - 1] if lm_res.best_epoch else lm_res.final
     perplexity = best.get("perplexity")
@@ -123,7 +127,8 @@ def quickstart(out: str | Path = "models/quickstart", *, seed: int = 42, preset:
     ccfg = clas_config(preset, overrides={"seed": seed, "min_steps": quick.get("clas_min_steps")},
                        epochs=quick["clas_epochs"])
     clas_out = out / "classifier"
-    train_classifier(corpus, lm=lm_res.best, out=clas_out, config=ccfg, device=device, log=log)
+    train_classifier(corpus, lm=lm_res.best, out=clas_out, config=ccfg, device=device, overwrite=True,
+                     log=log)
     seconds["classify"] = time.time() - t
 
     t = step("evaluate", "4/5 evaluate on the validation split")

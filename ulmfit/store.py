@@ -24,11 +24,13 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ulmfit._io import atomic_dir, progress, read_json, write_json
+from ulmfit._rundir import clean_stale_staging, file_lock
 from ulmfit.errors import UlmfitError
 from ulmfit.tokenize import TextTokenizer, TokenizerSpec, Vocab, build_vocab, train_tokenizer
 from ulmfit.tokenize.vocab import make_itos
@@ -170,20 +172,31 @@ def build_store(corpus: Corpus, *, tokenizer: TextTokenizer | None = None, vocab
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     key = store_key(corpus.fingerprint, spec, vocab, tokenizer)
     root = cache_dir / key
-    if (root / "meta.json").exists():
-        try:
-            return TokenStore(root)
-        except UlmfitError:
-            pass  # an old or damaged entry: build it again in its place
-    if tokenizer is None:
-        train_texts = [t for t, s in zip(corpus.texts, corpus.splits) if s in ("train", "unsup")]
-        if spec.kind == "sentencepiece" and not train_texts:
-            raise UlmfitError("no training texts to train the sentencepiece model on",
-                              hint="the corpus needs a 'train' (or 'unsup') split")
-        tokenizer = train_tokenizer(spec, train_texts)
-    with atomic_dir(root) as tmp:
-        _build(corpus, tokenizer, vocab, tmp, workers, show_progress)
+    (cache_dir / LOCKS).mkdir(parents=True, exist_ok=True)
+    # One builder per key: a second process with the same corpus waits, then reads the finished store.
+    with file_lock(cache_dir / LOCKS / f"{key}.lock", wait=True, what=f"the token store {key}", log=_log):
+        if (root / "meta.json").exists():
+            try:
+                return TokenStore(root)
+            except UlmfitError:
+                pass  # an old or damaged entry: build it again in its place
+        clean_stale_staging(cache_dir, _log)  # a build killed with -9 left its staging folder behind
+        if tokenizer is None:
+            train_texts = [t for t, s in zip(corpus.texts, corpus.splits) if s in ("train", "unsup")]
+            if spec.kind == "sentencepiece" and not train_texts:
+                raise UlmfitError("no training texts to train the sentencepiece model on",
+                                  hint="the corpus needs a 'train' (or 'unsup') split")
+            tokenizer = train_tokenizer(spec, train_texts)
+        with atomic_dir(root) as tmp:
+            _build(corpus, tokenizer, vocab, tmp, workers, show_progress)
     return TokenStore(root)
+
+
+LOCKS = ".locks"  # one empty lock file per store key, inside the cache folder
+
+
+def _log(line: str) -> None:
+    print(line, file=sys.stderr)
 
 
 # Worker side: one engine per process, numbering tokens in its own string table.

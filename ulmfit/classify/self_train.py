@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -91,10 +92,7 @@ def self_train(src: str | Path | Corpus, *, lm: str | Path, out: str | Path, con
     confident of them plus the labels. Writes OUT/model-best and OUT/model-last (the student: returned, with
     the self-training summary in meta.json), OUT/teacher/ and OUT/pseudo-labels.csv (every kept label), all
     at once when the student is done: an error or Ctrl-C on the way leaves OUT as it was."""
-    import shutil
-    import tempfile
-
-    from ulmfit._io import atomic_dir
+    from ulmfit._rundir import LOCK, staged_entries
     from ulmfit.classify.classifier import Classifier
     from ulmfit.classify.train import prepare_corpus, train_classifier
     from ulmfit.data import Corpus, load_corpus
@@ -109,13 +107,11 @@ def self_train(src: str | Path | Corpus, *, lm: str | Path, out: str | Path, con
     pool = unlabeled_pool(corpus, unlabeled, text_col=text_col)  # before any training: a bad pool fails fast
     labelled, _ = prepare_corpus(corpus, cfg, text_col=None, label_col=None)
     plain = dataclasses.replace(cfg, self_train=0, max_train=None)  # labelled is already the --max-train sample
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.self-train-", dir=out.parent))
+    # OUT is already checked and locked by train_classifier; both classifiers train in a staging folder inside it
+    with staged_entries(out) as stage:
+        def log_final(line: str) -> None:  # name where things will be, not the staging folder they start in
+            log(line.replace(str(stage / TEACHER), str(out / TEACHER)).replace(str(stage / "student"), str(out)))
 
-    def log_final(line: str) -> None:  # name where things will be, not the staging directory they start in
-        log(line.replace(str(stage / TEACHER), str(out / TEACHER)).replace(str(stage / "student"), str(out)))
-
-    try:
         log(f"self-training: the teacher trains on {labelled.splits.count('train'):,} labelled documents")
         teacher = train_classifier(labelled, lm=lm, out=stage / TEACHER, config=plain, device=device,
                                    log=log_final)
@@ -142,12 +138,10 @@ def self_train(src: str | Path | Corpus, *, lm: str | Path, out: str | Path, con
         _write_pseudo_labels(stage / "student" / PSEUDO_LABELS, [texts[i] for i in keep], pseudo, conf)
         for name in ("model-best", "model-last"):
             _record(stage / "student" / name, summary, cfg)
-        shutil.move(str(stage / TEACHER), str(stage / "student" / TEACHER))
-        with atomic_dir(out) as tmp:
-            tmp.rmdir()
-            os.replace(stage / "student", tmp)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+        for name in ("model-best", "model-last", PSEUDO_LABELS):  # published into OUT with the teacher
+            os.replace(stage / "student" / name, stage / name)
+        shutil.rmtree(stage / "student")
+        (stage / TEACHER / LOCK).unlink(missing_ok=True)  # the teacher's run is over; OUT's own lock stays
     log(f"self-training: student valid accuracy {student.accuracy:.4f} (teacher {teacher.accuracy:.4f}); "
         f"{out}/model-best, {out}/{TEACHER}/, {out}/{PSEUDO_LABELS}")
     return dataclasses.replace(student, out=out, best=out / "model-best", last=out / "model-last")

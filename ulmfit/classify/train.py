@@ -207,24 +207,34 @@ def best_epoch(history: list[dict[str, Any]], n_valid: int, margin: float) -> tu
 
 def train_classifier(src: str | Path | Corpus, *, lm: str | Path | None, out: str | Path, config: ClassifierConfig,
                      text_col: str | None = None, label_col: str | None = None, device: str | None = None,
-                     unlabeled: str | Path | Corpus | None = None,
+                     unlabeled: str | Path | Corpus | None = None, overwrite: bool = False,
                      log: Callable[[str], None] = print) -> TrainResult:
     """Train a classifier on SRC (a source for `load_corpus`, or a Corpus) with the encoder, tokenizer and
     vocab of the LM bundle `lm`; write OUT/model-best and OUT/model-last.
 
+    OUT is checked and locked first (`ulmfit._rundir.run_dir`): other files in it are kept, a previous run's
+    bundles are replaced only with `overwrite`.
     With `config.self_train` > 0 this is self-training (`ulmfit.classify.self_train`): a teacher labels that
     many texts of `unlabeled` (default: SRC's unlabeled rows) and the returned student also learns from them."""
+    from ulmfit._rundir import run_dir
+
     if unlabeled is not None and not config.self_train:
         raise UlmfitError("unlabeled texts are only read for self-training", hint="pass --self-train N as well")
-    if config.self_train:
-        from ulmfit.classify.self_train import self_train
+    with run_dir(Path(out), overwrite=overwrite, log=log):
+        if config.self_train:
+            from ulmfit.classify.self_train import self_train
 
-        return self_train(src, lm=lm, out=out, config=config, unlabeled=unlabeled, text_col=text_col,
-                          label_col=label_col, device=device, log=log)
+            return self_train(src, lm=lm, out=out, config=config, unlabeled=unlabeled, text_col=text_col,
+                              label_col=label_col, device=device, log=log)
+        return _train(src, lm=lm, out=Path(out), config=config, text_col=text_col, label_col=label_col,
+                      device=device, log=log)
+
+
+def _train(src, *, lm, out: Path, config: ClassifierConfig, text_col, label_col, device, log) -> TrainResult:
     import torch
     from fastai.torch_core import set_seed
 
-    from ulmfit._io import atomic_dir
+    from ulmfit._rundir import staged_entries
     from ulmfit.bundle import check_direction, direction_name, read_bundle
     from ulmfit.classify.model import build_model, load_encoder, snapshot
     from ulmfit.loaders import clas_dataloaders
@@ -236,7 +246,6 @@ def train_classifier(src: str | Path | Corpus, *, lm: str | Path | None, out: st
     _set_threads()  # ULMFIT_THREADS, as for the language model
     cfg = config
     t0 = time.time()
-    out = Path(out)
     # ---- setup: the LM, then the data ------------------------------------------------------------------
     if cfg.from_scratch:
         if lm is not None:
@@ -294,6 +303,9 @@ def train_classifier(src: str | Path | Corpus, *, lm: str | Path | None, out: st
     # ---- train: one one-cycle fit per stage, best epoch kept in memory -----------------------------------
     history: list[dict[str, Any]] = []
     best: dict[str, Any] = {"score": None, "state": None, "epoch": 0}
+    # the weights at the end of the last finished epoch: model-last after a Ctrl-C or SIGTERM mid-epoch must hold
+    # the epoch its meta names, not half of the next one
+    finished: dict[str, Any] = {"state": None}
     current = {"stage": 0}
 
     def on_epoch(m: dict) -> None:
@@ -304,6 +316,7 @@ def train_classifier(src: str | Path | Corpus, *, lm: str | Path | None, out: st
         if best["score"] is None or score > best["score"]:
             best.update(score=score, epoch=m["epoch"], state=snapshot(learn.model))
             mark = "  *best"
+        finished["state"] = best["state"] if mark else snapshot(learn.model)
         log(f"epoch {m['epoch']:>2} (stage {m['stage']})  train_loss {m['train_loss']:.4f}  valid_loss "
             f"{m['valid_loss']:.4f}  accuracy {m['accuracy']:.4f}  macro_f1 {m['macro_f1']:.4f}  "
             f"{m['seconds']:.1f}s{mark}")
@@ -326,7 +339,7 @@ def train_classifier(src: str | Path | Corpus, *, lm: str | Path | None, out: st
         log(f"interrupted after {len(history)} epoch(s): saving model-last and model-best")
 
     # ---- save: both bundles, atomically together ----------------------------------------------------------
-    last_state = snapshot(learn.model)
+    last_state = finished["state"]
     valid_docs = store.docs("valid")
     chosen, why = best_epoch(history, len(valid_docs), cfg.best_margin)
     if chosen != best["epoch"]:
@@ -343,7 +356,7 @@ def train_classifier(src: str | Path | Corpus, *, lm: str | Path | None, out: st
     shared = str(lm).startswith(("http://", "https://"))
     lm_meta = None if bundle is None else {"path": str(lm) if shared else _portable(bundle.path),
                                            "data": bundle.meta.get("data")}
-    with atomic_dir(out) as tmp:
+    with staged_entries(out) as tmp:
         for name, state in (("model-best", best["state"]), ("model-last", last_state)):
             rep = reports[name]
             meta = {"stage": "classifier", "labels": labels, "direction": direction_name(cfg.backwards),

@@ -13,7 +13,12 @@ import typer
 
 from ulmfit.errors import UlmfitError
 
-Out = Annotated[Path, typer.Option("--out", "-o", help="Output directory for the artifact (written atomically).")]
+Out = Annotated[Path, typer.Option("--out", "-o", help="Output folder of the run. Only the run's own entries are "
+                                   "written there (model-best/, model-last/, checkpoint/; each atomically); other "
+                                   "files in it are left alone. A folder holding another run is refused unless "
+                                   "--overwrite or --resume; one run per folder at a time (a lock).")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace the run already in --out (its model-best/, "
+                                         "model-last/, checkpoint/ ...; other files in the folder are kept).")]
 Seed = Annotated[int, typer.Option("--seed", help="Random seed: the same seed gives the same splits, batches and weights on CPU.")]
 Preset = Annotated[str, typer.Option("--preset", "-p", help="Model/training preset: tiny (tests), small (CPU), paper (GPU, the ULMFiT paper's sizes).")]
 Epochs = Annotated[Optional[int], typer.Option("--epochs", "-e", help="Override the preset's number of epochs.")]

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ulmfit.cli._common import Bs, Config, Device, Epochs, LabelCol, Out, Preset, Seed, Set, TextCol
+from ulmfit.cli._common import Bs, Config, Device, Epochs, LabelCol, Out, Overwrite, Preset, Seed, Set, TextCol
 
 Lm = Annotated[Optional[str], typer.Option(
     "--lm", help="LM bundle (the --out of `ulmfit lm-finetune` or `pretrain`) whose encoder, tokenizer and "
@@ -76,6 +76,7 @@ def register(app: typer.Typer) -> None:
                                   ".tar.gz, .csv, .tsv, .jsonl, .parquet)."),
         lm: Lm = None,
         out: Out = Path("models/classifier"),
+        overwrite: Overwrite = False,
         preset: Preset = "small",
         config: Config = None,
         set_: Set = None,
@@ -102,5 +103,5 @@ def register(app: typer.Typer) -> None:
                          max_train=max_train, self_train=self_train, self_train_keep=self_train_keep)
         cfg = resolve_config(preset, config_file=config, sets=set_, overrides=overrides, epochs=epochs)
         result = train_classifier(src, lm=lm, out=out, config=cfg, text_col=text_col, label_col=label_col,
-                                  device=device, unlabeled=unlabeled)
+                                  device=device, unlabeled=unlabeled, overwrite=overwrite)
         typer.echo(f"{result.best}\tvalid accuracy {result.accuracy:.4f}\tmacro-F1 {result.valid['macro_f1']:.4f}")

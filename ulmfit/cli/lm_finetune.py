@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from ulmfit.cli._common import Bs, Config, Device, Epochs, LabelCol, Out, Preset, Seed, Set, TextCol
+from ulmfit.cli._common import Bs, Config, Device, Epochs, LabelCol, Out, Overwrite, Preset, Seed, Set, TextCol
 from ulmfit.cli.pretrain import Backwards, MaxDocs, Resume, Src, echo_result, lm_options
 
 Pretrained = Annotated[str, typer.Option(
@@ -41,6 +41,7 @@ def register(app: typer.Typer) -> None:
         label_col: LabelCol = None,
         max_docs: MaxDocs = None,
         resume: Resume = False,
+        overwrite: Overwrite = False,
         device: Device = None,
     ) -> None:
         from ulmfit.lm.train import finetune
@@ -48,5 +49,5 @@ def register(app: typer.Typer) -> None:
         cfg, explicit = lm_options(preset, config, set_, epochs, bs)
         result = finetune(src, pretrained, out, cfg, preset=preset, explicit=explicit, seed=seed,
                           backwards=backwards, device=device, text_col=text_col, label_col=label_col,
-                          max_docs=max_docs, resume=resume)
+                          max_docs=max_docs, resume=resume, overwrite=overwrite)
         echo_result(result)

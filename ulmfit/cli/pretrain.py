@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ulmfit.cli._common import Bs, Config, Device, Epochs, LabelCol, Out, Preset, Seed, Set, TextCol
+from ulmfit.cli._common import Bs, Config, Device, Epochs, LabelCol, Out, Overwrite, Preset, Seed, Set, TextCol
 
 Src = Annotated[str, typer.Argument(help="Corpus: a registered dataset name or a path (folder, .tar.gz, .csv, "
                                     ".tsv, .jsonl, .parquet). Labels are ignored; the test split is never read.")]
@@ -60,11 +60,13 @@ def register(app: typer.Typer) -> None:
         label_col: LabelCol = None,
         max_docs: MaxDocs = None,
         resume: Resume = False,
+        overwrite: Overwrite = False,
         device: Device = None,
     ) -> None:
         from ulmfit.lm.train import pretrain as run
 
         cfg, _ = lm_options(preset, config, set_, epochs, bs)
         result = run(src, out, cfg, preset=preset, seed=seed, backwards=backwards, device=device,
-                     text_col=text_col, label_col=label_col, max_docs=max_docs, resume=resume)
+                     text_col=text_col, label_col=label_col, max_docs=max_docs, resume=resume,
+                     overwrite=overwrite)
         echo_result(result)

@@ -7,13 +7,16 @@ from typing import Annotated, Optional
 
 import typer
 
-from ulmfit.cli._common import Device, Out, Preset, Seed
+from ulmfit.cli._common import Device, Preset, Seed
 
 Pretrained = Annotated[Optional[str], typer.Option(
     "--pretrained", help="Fine-tune this LM instead of pretraining one: an LM bundle, a folder with fastai's "
     "WikiText-103 files, or wt103.")]
 Fast = Annotated[bool, typer.Option("--fast", help="Smoke test: the tiny preset and short schedules (seconds; "
                                     "the numbers mean nothing).")]
+Out = Annotated[Path, typer.Option("--out", "-o", help="Output folder: quickstart writes lm/, classifier/ and "
+                                   "report.json there, replacing those of an earlier quickstart; other files in it "
+                                   "are left alone.")]
 Src = Annotated[Optional[str], typer.Option("--src", hidden=True, help="Use this labelled source instead of "
                                             "imdb-sample (tests).")]
 

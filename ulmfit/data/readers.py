@@ -25,6 +25,13 @@ Formats (`fmt`, detected from the path when not given):
 
 Decoding policy: bytes are read as UTF-8 (a BOM is dropped). Bytes that are not valid UTF-8 are replaced by
 U+FFFD rather than failing, and the caller warns with the number of affected documents (`Rows.n_replaced`).
+A table file that is not text at all (NUL bytes, or a header line of mostly unreadable bytes) is refused.
+
+Archive limits (`ArchiveLimits`): a tarball is read into memory (and a registered dataset is extracted to disk),
+so a small archive that unpacks to a huge one (a "gzip bomb") is refused once it passes either limit: at most
+``ULMFIT_MAX_ARCHIVE_MEMBERS`` members (default 1,000,000) and ``ULMFIT_MAX_ARCHIVE_BYTES`` uncompressed bytes
+(default 4G; suffixes K, M, G, T are powers of 1024). aclImdb_v1.tar.gz, the largest dataset we know of, has
+about 100k members and 500 MB. Both are counted while the archive streams, before anything is held.
 """
 
 from __future__ import annotations
@@ -56,7 +63,82 @@ SPLIT_ALIASES = {"train": "train", "training": "train", "valid": "valid", "valid
 _SPLIT_ORDER = {"train": 0, "valid": 1, "test": 2, "unsup": 3}  # rows come in this order, like SPLITS
 _TRUE = {"true", "1", "yes", "y", "t"}
 _FALSE = {"false", "0", "no", "n", "f"}
+_READ_CHUNK = 1 << 20  # archive members are read in 1 MiB blocks so the byte limit holds before memory is used
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
+
+def parse_size(value: str, name: str) -> int:
+    """A positive byte count from an environment variable: "4294967296", "4G", "512M" (powers of 1024)."""
+    m = re.fullmatch(r"\s*(\d+)\s*([KMGT]?)i?B?\s*", value, re.IGNORECASE)
+    if not m or int(m.group(1)) <= 0:
+        raise UlmfitError(f"{name} must be a positive number of bytes such as 4G or 500M, got {value!r}",
+                          hint=f"fix or unset {name}")
+    return int(m.group(1)) * _UNITS[m.group(2).upper()]
+
+
+def size_spelling(n: int) -> str:
+    """Bytes as parse_size reads them back: the shortest exact K/M/G/T form ("4G"), else the plain number."""
+    for unit in ("T", "G", "M", "K"):
+        if n % _UNITS[unit] == 0:
+            return f"{n // _UNITS[unit]}{unit}"
+    return str(n)
+
+
+def format_size(n: int) -> str:
+    """Bytes for a message: "4 GiB", "512 MiB", "1,000 bytes"."""
+    spelled = size_spelling(n)
+    return f"{spelled[:-1]} {spelled[-1]}iB" if spelled[-1] in _UNITS else f"{n:,} bytes"
+
+
+def _env_count(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if not value:
+        return default
+    if not value.strip().isdigit() or int(value) <= 0:
+        raise UlmfitError(f"{name} must be a positive whole number, got {value!r}", hint=f"fix or unset {name}")
+    return int(value)
+
+
+MEMBERS_ENV = "ULMFIT_MAX_ARCHIVE_MEMBERS"
+BYTES_ENV = "ULMFIT_MAX_ARCHIVE_BYTES"
+
+
+@dataclass(frozen=True)
+class ArchiveLimits:
+    """How much one archive may unpack to; `from_env()` applies the overrides (see the module docstring)."""
+
+    max_members: int = 1_000_000
+    max_bytes: int = 4 << 30
+
+    @classmethod
+    def from_env(cls) -> ArchiveLimits:
+        raw = os.environ.get(BYTES_ENV)
+        return cls(max_members=_env_count(MEMBERS_ENV, cls.max_members),
+                   max_bytes=parse_size(raw, BYTES_ENV) if raw else cls.max_bytes)
+
+
+class ArchiveBudget:
+    """Counts the members and uncompressed bytes of one archive as it streams; one clear error past a limit."""
+
+    def __init__(self, name: str, limits: ArchiveLimits | None = None) -> None:
+        self.name = name
+        self.limits = limits or ArchiveLimits.from_env()
+        self.members = 0
+        self.bytes = 0
+
+    def member(self) -> None:
+        self.members += 1
+        if self.members > self.limits.max_members:
+            raise UlmfitError(f"refusing {self.name}: it has more than {self.limits.max_members:,} members",
+                              hint=f"if you trust the archive, raise the limit, e.g. "
+                                   f"{MEMBERS_ENV}={self.limits.max_members * 10}")
+
+    def take(self, n: int) -> None:
+        self.bytes += n
+        if self.bytes > self.limits.max_bytes:
+            raise UlmfitError(f"refusing {self.name}: it unpacks to more than {format_size(self.limits.max_bytes)}",
+                              hint=f"if you trust the archive, raise the limit, e.g. "
+                                   f"{BYTES_ENV}={size_spelling(self.limits.max_bytes * 4)}")
 
 @dataclass
 class Rows:
@@ -92,8 +174,9 @@ def detect_format(path: Path) -> str:
 
 
 def read_source(path: Path, *, fmt: str | None = None, text_col: str | list[str] | None = None,
-                label_col: str | None = None, doc_sep: str = "auto") -> Rows:
-    """Read a file, folder or tarball into rows (empty texts not yet dropped)."""
+                label_col: str | None = None, doc_sep: str = "auto", limits: ArchiveLimits | None = None) -> Rows:
+    """Read a file, folder or tarball into rows (empty texts not yet dropped). `limits` bound a tarball
+    (default: `ArchiveLimits.from_env()`)."""
     path = Path(path)
     if not path.exists():
         raise UlmfitError(f"no such file or folder: {path}", hint="check the path, or name a registered dataset")
@@ -109,7 +192,7 @@ def read_source(path: Path, *, fmt: str | None = None, text_col: str | list[str]
         if path.is_dir():
             tree = _dir_tree(path)
         elif path.is_file() and path.name.lower().endswith(ARCHIVE_SUFFIXES):
-            tree = _tar_tree(path)
+            tree = _tar_tree(path, limits)
         else:
             raise UlmfitError(f"{path.name} is not a folder or a .tar.gz archive", hint="pass the right --fmt")
         return _read_tree(tree, path.name, text_col=text_col, label_col=label_col)
@@ -172,24 +255,37 @@ def _wanted(parts: tuple[str, ...]) -> bool:
     return name.endswith(".txt") or os.path.splitext(name)[1] in TABLE_SUFFIXES
 
 
-def _tar_tree(path: Path) -> _Tree:
+def _tar_tree(path: Path, limits: ArchiveLimits | None = None) -> _Tree:
     # Stream the archive once, front to back: random access into a .tar.gz means re-decompressing from the start.
+    budget = ArchiveBudget(path.name, limits)
     blobs: dict[tuple[str, ...], bytes] = {}
     try:
         with tarfile.open(path, "r|*") as tar:
             for m in tar:
+                budget.member()
                 if not m.isfile():
                     continue
                 parts = tuple(p for p in m.name.split("/") if p not in ("", "."))  # pathlib is slow at 100k
                 if not parts or any(p.startswith(".") for p in parts) or not _wanted(parts):
+                    budget.take(m.size)  # skipping still decompresses it: a huge skipped member costs time
                     continue
                 f = tar.extractfile(m)
                 if f is not None:
-                    blobs[parts] = f.read()
+                    blobs[parts] = _read_member(f, budget)
     except (tarfile.TarError, EOFError, OSError) as e:
         raise UlmfitError(f"cannot read archive {path.name}: {e}", hint="the file is damaged or not a tar archive; "
                           "download it again") from None
     return _Tree(list(blobs), blobs.__getitem__)
+
+
+def _read_member(f: io.BufferedIOBase, budget: ArchiveBudget) -> bytes:
+    # In blocks, counting what is actually read: the limit holds before a huge member is in memory, whatever its
+    # header claims.
+    blocks = []
+    while block := f.read(_READ_CHUNK):
+        budget.take(len(block))
+        blocks.append(block)
+    return b"".join(blocks)
 
 
 def _strip_top(files: list[tuple[str, ...]]) -> int:
@@ -319,6 +415,7 @@ def _parse_text(data: bytes, doc_sep: str) -> Rows:
 def _table_columns(data: bytes, fmt: str, name: str) -> tuple[list[str], Callable[[str], list], bool]:
     """(column names, column getter, had undecodable bytes) for one table file."""
     if fmt in ("csv", "tsv"):
+        _require_text(data, fmt, name)
         text, bad = _decode(data)
         csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # reviews can be longer than csv's 128 KiB default
         try:
@@ -351,6 +448,44 @@ def _table_columns(data: bytes, fmt: str, name: str) -> tuple[list[str], Callabl
     raise UlmfitError(f"unknown table format {fmt!r}", hint=f"use one of: {', '.join(FORMATS)}")
 
 
+_SNIFF = 1 << 16  # how much of a table file is checked for NUL bytes: a binary file shows them at once
+
+
+def _require_text(data: bytes, fmt: str, name: str) -> None:
+    """Refuse a binary file (a zip, an image, UTF-16) posing as CSV/TSV, before its bytes become "column names".
+
+    A header of Latin-1 with a few accents is still text (decoded with U+FFFD and warned about later); a header
+    that is mostly undecodable or control characters is not.
+    """
+    head = data[:_SNIFF]
+    why = None
+    if b"\x00" in head:
+        why = "it holds NUL bytes"
+    else:
+        first = head.split(b"\n", 1)[0][:1000].decode("utf-8-sig", errors="replace")
+        unreadable = sum(c == "\ufffd" or (not c.isprintable() and c not in "\t\r") for c in first)
+        if unreadable > max(2, len(first) // 4):
+            why = "its first line is not readable text"
+    if why:
+        raise UlmfitError(f"{name} does not look like a {fmt.upper()} text file: {why} (starts with {data[:16]!r})",
+                          hint=f"pass a UTF-8 {fmt.upper()} file with a header row, or the right --fmt")
+
+
+def column_preview(header: list[str], max_names: int = 10, max_chars: int = 40) -> str:
+    """Column names for an error message: at most `max_names`, each cut to `max_chars`, unprintable characters
+    escaped, so a strange file cannot flood the terminal."""
+    if not header:
+        return "none"
+
+    def show(name: str) -> str:
+        name = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in name)
+        return name if len(name) <= max_chars else name[: max_chars - 3] + "..."
+
+    names = [show(h) for h in header[:max_names]]
+    more = len(header) - max_names
+    return ", ".join(names) + (f" and {more:,} more" if more > 0 else "")
+
+
 def iter_jsonl(lines: Iterable[str], name: str) -> Iterator[tuple[int, dict]]:
     """(line number, object) for each non-blank line of a JSON-lines text; one clear error for a bad line.
     Lazy, so `ulmfit predict` can stream a file of any size through it."""
@@ -378,7 +513,7 @@ def find_column(header: list[str], wanted: str) -> str | None:
 def text_columns(header: list[str], text_col: str | list[str] | None, name: str) -> list[str]:
     """The text column(s) as spelled in `header`: those asked for (a list, or names joined by commas), else the
     first of TEXT_COLS present; one clear error naming the available columns otherwise."""
-    available = ", ".join(header) if header else "none"
+    available = column_preview(header)
     if text_col:
         asked = [c.strip() for c in text_col.split(",")] if isinstance(text_col, str) else list(text_col)
         text_cols = []
@@ -397,7 +532,7 @@ def text_columns(header: list[str], text_col: str | list[str] | None, name: str)
 
 
 def _resolve_columns(header: list[str], text_col, label_col, name: str) -> tuple[list[str], str | None, str | None]:
-    available = ", ".join(header) if header else "none"
+    available = column_preview(header)
     text_cols = text_columns(header, text_col, name)
     if label_col:
         label = find_column(header, label_col)

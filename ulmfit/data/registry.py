@@ -4,7 +4,9 @@
 
 1. the cache: ``$ULMFIT_DATA/<name>/`` (default ``./data/<name>/``) holding the completed-marker file
    ``.ulmfit-complete``. The marker is written before the extracted folder is renamed into place, so a
-   half-extracted folder never counts;
+   half-extracted folder never counts. It records the sha256 and md5 of the archive the folder came from, and
+   a cache hit is checked against the accepted digests (or the `#sha256=` pin) every time, so a copy fetched
+   without a pin, or before the content changed, is never taken for a pinned one;
 2. a local mirror: ``$ULMFIT_MIRROR/<archive file name>`` (the file name of the canonical URL, e.g.
    ``aclImdb_v1.tar.gz``), then an archive placed by hand at ``$ULMFIT_DATA/<archive file name>``; it is
    verified and extracted straight from there, with no network;
@@ -14,8 +16,10 @@
 Archives are verified against a list of accepted digests (``"sha256:<hex>"`` or ``"md5:<hex>"``): several
 copies of a dataset circulate (our mirror's aclImdb_v1.tar.gz lacks the ``*Bow.feat`` files, so its digest
 differs from the official archive's). After extraction the expected folders must exist. Tar members with
-absolute paths, ``..`` components, links that point outside the target or device files are refused. An
-interrupted transfer or a digest mismatch leaves nothing behind.
+absolute paths, ``..`` components, links that point outside the target or device files are refused, and so is
+an archive past the member or byte limits of `ulmfit.data.readers.ArchiveLimits` (``ULMFIT_MAX_ARCHIVE_MEMBERS``,
+``ULMFIT_MAX_ARCHIVE_BYTES``). An interrupted transfer, a digest mismatch or a refused archive leaves nothing
+behind.
 
 `DATASETS` is a plain dict of `Dataset` entries: tests (and users with an internal HTTP server) replace or
 add entries, e.g. ``monkeypatch.setitem(DATASETS, "imdb", replace(DATASETS["imdb"], url=...))``.
@@ -39,10 +43,15 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from ulmfit._io import atomic_dir, progress
+from ulmfit.data.readers import ArchiveBudget
 from ulmfit.errors import UlmfitError
 
 MARKER = ".ulmfit-complete"
 _CHUNK = 1 << 20  # download and hash in 1 MiB blocks
+# tarfile's "data" filter (Python >= 3.10.12 / 3.11.4) refuses what _check_member refuses and more; older
+# Pythons extract without it and rely on _check_member alone.
+_DATA_FILTER = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+_FilterError = getattr(tarfile, "FilterError", ())
 
 
 @dataclass(frozen=True)
@@ -126,27 +135,30 @@ def _lookup(name: str) -> Dataset:
 
 
 def cached_path(name: str) -> Path | None:
-    """The extracted dataset if it is complete in the cache, else None (never downloads)."""
+    """The extracted dataset if it is complete in the cache and its recorded digest is accepted, else None
+    (never downloads, never raises for a mismatch: `get_dataset` says what is wrong)."""
     ds = _lookup(name)
     home = data_dir() / ds.name
-    return home / ds.root if (home / MARKER).is_file() and (home / ds.root).exists() else None
+    try:
+        hit = _cache_hit(ds, home, pinned=False)
+    except UlmfitError:
+        return None
+    return home / ds.root if hit and (home / ds.root).exists() else None
 
 
 def get_dataset(name: str) -> Path:
     """Local path of the extracted dataset: from the cache, a mirror or the network (see module docstring)."""
     ds = _lookup(name)
-    hit = cached_path(name)
-    if hit is not None:
-        return hit
     home = data_dir() / ds.name
+    if _cache_hit(ds, home, pinned=False) and (home / ds.root).exists():
+        return home / ds.root
     for archive in _local_archives(ds):
         if archive.is_file():
             _log(f"{ds.name}: using {archive}")
-            _verify(archive, ds, origin=str(archive))
-            _extract(archive, ds, home)
+            _extract(archive, ds, home, _verify(archive, ds, origin=str(archive)))
             return home / ds.root
-    with _download(ds) as archive:
-        _extract(archive, ds, home)
+    with _download(ds) as (archive, digests):
+        _extract(archive, ds, home, digests)
     return home / ds.root
 
 
@@ -164,9 +176,10 @@ def get_archive(ref: str | Path) -> Path:
     """A shared archive (a model bundle packed with `tar czf`), extracted once into $ULMFIT_DATA/models/.
 
     `ref` is an http(s):// or file:// URL or a local .tar.gz/.tgz/.tar path; a `#sha256=<hex>` suffix pins the
-    archive's digest (as pip does), checked before anything is extracted. Extraction is as safe and atomic as a
-    dataset's; a URL is fetched once (its cache entry is keyed by the URL), a local file whenever its content
-    changes (keyed by its sha256). Returns the extracted folder.
+    archive's digest (as pip does), checked before anything is extracted and, against the digest recorded then,
+    on every later run. Extraction is as safe and atomic as a dataset's; a URL is fetched once (its cache entry
+    is keyed by the URL), a local file whenever its content changes (keyed by its sha256). Returns the extracted
+    folder.
     """
     ref, _, pin = str(ref).partition("#")
     checksums: tuple[str, ...] = ()
@@ -181,18 +194,22 @@ def get_archive(ref: str | Path) -> Path:
     stem = PurePosixPath(ref).name
     for suffix in ARCHIVE_SUFFIXES:
         stem = stem.removesuffix(suffix)
-    key = (_digests(local)["sha256"] if local is not None else hashlib.sha256(ref.encode()).hexdigest())[:12]
+    # The key leaves the pin out, so every pin of one URL meets the one cached copy and is checked against it.
+    local_digests = _digests(local) if local is not None else None
+    key = (local_digests["sha256"] if local_digests else hashlib.sha256(ref.encode()).hexdigest())[:12]
     ds = Dataset(name=f"models/{stem or 'archive'}-{key}", url=ref if local is None else local.resolve().as_uri(),
                  checksums=checksums, root=".", expect=(), description=f"shared archive {ref}")
     home = data_dir() / ds.name
-    if (home / MARKER).is_file():
+    if local_digests is not None:
+        _check_digests(local_digests, ds, origin=str(local))
+    if _cache_hit(ds, home, pinned=bool(checksums)):
         return home
-    if local is not None:
-        _verify(local, ds, origin=str(local))
-        _extract(local, ds, home)
+    if local_digests is not None:
+        _extract(local, ds, home, local_digests)
     else:
-        with _download(ds, hint="check the URL, or download it by hand and pass the file's path") as archive:
-            _extract(archive, ds, home)
+        with _download(ds, hint="check the URL, or download it by hand and pass the file's path") as (archive,
+                                                                                                      digests):
+            _extract(archive, ds, home, digests)
     return home
 
 
@@ -213,18 +230,70 @@ def _digests(path: Path) -> dict[str, str]:
     return {k: h.hexdigest() for k, h in hashes.items()}
 
 
-def _verify(path: Path, ds: Dataset, origin: str) -> None:
-    got = _digests(path)
-    if not ds.checksums:
-        _log(f"{ds.name}: no published digest to check; sha256 {got['sha256']}")
-        return
-    for accepted in ds.checksums:
+def _accepted(got: dict[str, str], checksums: tuple[str, ...]) -> bool:
+    for accepted in checksums:
         algo, _, hexdigest = accepted.partition(":")
         if got.get(algo) == hexdigest.lower():
-            return
-    raise UlmfitError(f"checksum mismatch for {ds.filename} from {origin}: sha256 {got['sha256']} is not an "
-                      "accepted copy", hint="the file is damaged or not the expected archive; delete it and get "
-                      "it again")
+            return True
+    return False
+
+
+def _expected_vs_found(got: dict[str, str], checksums: tuple[str, ...]) -> str:
+    if len(checksums) == 1:
+        algo, _, want = checksums[0].partition(":")
+        return f"expected {algo} {want.lower()}, found {algo} {got.get(algo, 'none recorded')}"
+    return f"found sha256 {got.get('sha256', 'none recorded')}, which is not an accepted copy"
+
+
+def _check_digests(got: dict[str, str], ds: Dataset, origin: str) -> None:
+    if not ds.checksums:
+        _log(f"{ds.name}: no published digest to check; sha256 {got['sha256']}")
+    elif not _accepted(got, ds.checksums):
+        raise UlmfitError(f"checksum mismatch for {ds.filename} from {origin}: {_expected_vs_found(got, ds.checksums)}",
+                          hint="the file is damaged or not the expected archive (or the #sha256= pin is wrong); "
+                               "delete it and get it again, or fix the pin")
+
+
+def _verify(path: Path, ds: Dataset, origin: str) -> dict[str, str]:
+    """The archive's digests, once they are known to be accepted (or there is nothing to check them against)."""
+    got = _digests(path)
+    _check_digests(got, ds, origin)
+    return got
+
+
+def _recorded_digests(home: Path) -> dict[str, str] | None:
+    """The digests the marker recorded at extraction; None for a marker written before they were recorded."""
+    try:
+        marker = json.loads((home / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    got = {algo: marker[algo] for algo in ("sha256", "md5") if isinstance(marker, dict) and marker.get(algo)}
+    return got or None
+
+
+def _cache_hit(ds: Dataset, home: Path, *, pinned: bool) -> bool:
+    """True when `home` is complete and came from an accepted archive; a mismatch is an error, not a miss, so a
+    changed pin or changed content is never fetched over silently.
+
+    A marker without recorded digests (written by an older version) is trusted for a registered dataset, which
+    was verified against the registry when extracted, but not for a pin, which it may never have been checked
+    against: that copy is fetched again.
+    """
+    if not (home / MARKER).is_file():
+        return False
+    if not ds.checksums:
+        return True
+    recorded = _recorded_digests(home)
+    if recorded is None:
+        if pinned:
+            _log(f"{ds.name}: the cached copy has no recorded digest to check the pin against; getting it again")
+        return not pinned
+    if _accepted(recorded, ds.checksums):
+        return True
+    fix = (f"the cached copy came from {ds.url}: if the digest found is right, fix the pin; else remove {home} "
+           "to fetch it again") if pinned else f"remove {home} to fetch an accepted copy again"
+    raise UlmfitError(f"checksum mismatch for {ds.filename} cached in {home}: "
+                      f"{_expected_vs_found(recorded, ds.checksums)}", hint=fix)
 
 
 # ---------------------------------------------------------------------------------------------- download
@@ -244,8 +313,9 @@ def _read_blocks(response) -> Iterator[bytes]:
 
 
 @contextlib.contextmanager
-def _download(ds: Dataset, hint: str | None = None) -> Iterator[Path]:
-    """Download into a temporary file in the cache, verify it, yield it; it is deleted on exit either way."""
+def _download(ds: Dataset, hint: str | None = None) -> Iterator[tuple[Path, dict[str, str]]]:
+    """Download into a temporary file in the cache, verify it, yield it and its digests; it is deleted on exit
+    either way."""
     cache = data_dir()
     cache.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{ds.filename}.download-", dir=cache)
@@ -267,8 +337,7 @@ def _download(ds: Dataset, hint: str | None = None) -> Iterator[Path]:
             raise UlmfitError(f"cannot download {ds.name} from {ds.url}: {reason}", hint=hint) from None
         if total is not None and got != total:
             raise UlmfitError(f"download of {ds.name} was interrupted: got {got:,} of {total:,} bytes", hint=hint)
-        _verify(tmp, ds, origin=ds.url)
-        yield tmp
+        yield tmp, _verify(tmp, ds, origin=ds.url)
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
@@ -301,22 +370,28 @@ def _check_member(m: tarfile.TarInfo, archive: str) -> None:
                           hint="the archive is malicious or damaged; get it from the canonical URL")
 
 
-def _extract(archive: Path, ds: Dataset, home: Path) -> None:
-    """Extract into a temporary sibling of `home`, check it, mark it complete, rename it into place."""
+def _extract(archive: Path, ds: Dataset, home: Path, digests: dict[str, str]) -> None:
+    """Extract into a temporary sibling of `home`, check it, mark it complete (recording the archive's
+    `digests`), rename it into place."""
     t0 = time.perf_counter()
     _log(f"{ds.name}: extracting {ds.filename}")
+    budget = ArchiveBudget(ds.filename)
     with atomic_dir(home) as tmp:
         tmp.chmod(0o755)  # mkdtemp makes it private; the cache is meant to be shared like any folder
         try:
             with tarfile.open(archive, "r:*") as tar:
                 def members() -> Iterator[tarfile.TarInfo]:
                     for m in tar:  # sequential: one pass over the compressed stream
+                        budget.member()
+                        # tarfile writes exactly the header's size (a shorter stream is an error), so the header
+                        # is what lands on disk: count it before the member is written.
+                        budget.take(m.size)
                         _check_member(m, ds.filename)
                         yield m
 
                 tar.extractall(tmp, members=progress(members(), desc=f"extract {ds.filename}", unit="file"),
-                               filter="data")
-        except tarfile.FilterError as e:  # belt and braces: the stdlib "data" filter refused a member
+                               **_DATA_FILTER)
+        except _FilterError as e:  # belt and braces: the stdlib "data" filter refused a member
             raise UlmfitError(f"refusing to extract {ds.filename}: {e}", hint="the archive is malicious") from None
         except (tarfile.TarError, EOFError) as e:
             raise UlmfitError(f"cannot extract {ds.filename}: {e}", hint="the archive is damaged; delete it "
@@ -332,5 +407,6 @@ def _extract(archive: Path, ds: Dataset, home: Path) -> None:
         if missing:
             raise UlmfitError(f"{ds.filename} does not hold the expected {', '.join(missing)}",
                               hint="the archive is not the expected dataset; delete it and get it again")
-        (tmp / MARKER).write_text(json.dumps({"name": ds.name, "url": ds.url, "root": ds.root}) + "\n")
+        (tmp / MARKER).write_text(json.dumps({"name": ds.name, "url": ds.url, "root": ds.root,
+                                              "sha256": digests["sha256"], "md5": digests["md5"]}) + "\n")
     _log(f"{ds.name}: ready in {os.path.normpath(home / ds.root)} ({time.perf_counter() - t0:.1f}s)")

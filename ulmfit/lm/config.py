@@ -287,7 +287,7 @@ def schedule(cfg: LMConfig, stage: str) -> list[Phase]:
     """stage "pretrain": one one-cycle over all layers. "finetune": ULMFiT's freeze then unfreeze."""
     common = dict(moms=cfg.moms, pct_start=cfg.pct_start, wd=cfg.wd, clip=cfg.clip)
     if stage == "pretrain":
-        return [Phase("all layers", cfg.epochs, cfg.lr, "all", **common)]
+        return [Phase("all layers", cfg.epochs, cfg.lr, "all", **common)] if cfg.epochs > 0 else []
     if stage == "finetune":
         phases = []
         if cfg.ft_freeze_epochs:

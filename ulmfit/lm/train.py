@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ulmfit._io import atomic_dir, read_json, write_json
+from ulmfit._rundir import run_dir
 from ulmfit._precision import apply_precision, resolve_precision
 from ulmfit.bundle import direction_name, locate, read_bundle, write_bundle
 from ulmfit.errors import UlmfitError
@@ -63,7 +64,7 @@ class LMResult:
 def pretrain(src: str | Path | Corpus, out: str | Path, cfg: LMConfig | str = "small", *, seed: int = 42,
              backwards: bool = False, device: str | None = None, text_col: str | None = None,
              label_col: str | None = None, max_docs: int | None = None, resume: bool = False,
-             preset: str | None = None, log: Callable[[str], None] = print) -> LMResult:
+             overwrite: bool = False, preset: str | None = None, log: Callable[[str], None] = print) -> LMResult:
     """Train an AWD-LSTM LM from scratch on `src` (labels ignored) and write OUT/model-best + OUT/model-last.
 
     Splits "train" and "unsup" train the model, "valid" validates it, "test" is never read. The tokenizer and
@@ -75,26 +76,27 @@ def pretrain(src: str | Path | Corpus, out: str | Path, cfg: LMConfig | str = "s
     phases = schedule(cfg, "pretrain")
     if not phases:
         raise UlmfitError("nothing to train: epochs is 0", hint="pass --epochs 1 or more")
-    corpus = _read_corpus(src, text_col, label_col, max_docs, seed, log)
-    ckpt = _open_checkpoint(out, resume)
-    from ulmfit.store import build_store
-    from ulmfit.tokenize import TextTokenizer, TokenizerSpec, Vocab
+    with run_dir(out, overwrite=overwrite, resume=resume, log=log):
+        ckpt = _open_checkpoint(out, resume)
+        corpus = _read_corpus(src, text_col, label_col, max_docs, seed, log)
+        from ulmfit.store import build_store
+        from ulmfit.tokenize import TextTokenizer, TokenizerSpec, Vocab
 
-    if ckpt is not None:  # numericalize exactly as before the interruption
-        tok, vocab = TextTokenizer.load(ckpt / "tokenizer"), Vocab.load(ckpt / "vocab.json")
-        store = build_store(corpus, tokenizer=tok, vocab=vocab)
-    else:
-        log("training the tokenizer and building the token store on the non-test splits ...")
-        store = build_store(corpus, spec=TokenizerSpec(**cfg.tokenizer_spec()))
-    return _run(stage="pretrain", cfg=cfg, preset=preset, phases=phases, store=store, corpus=corpus, out=out,
-                seed=seed, backwards=backwards, device=device, init_state=None, pretrained_info=None,
-                ckpt=ckpt, log=log)
+        if ckpt is not None:  # numericalize exactly as before the interruption
+            tok, vocab = TextTokenizer.load(ckpt / "tokenizer"), Vocab.load(ckpt / "vocab.json")
+            store = build_store(corpus, tokenizer=tok, vocab=vocab)
+        else:
+            log("training the tokenizer and building the token store on the non-test splits ...")
+            store = build_store(corpus, spec=TokenizerSpec(**cfg.tokenizer_spec()))
+        return _run(stage="pretrain", cfg=cfg, preset=preset, phases=phases, store=store, corpus=corpus, out=out,
+                    seed=seed, backwards=backwards, device=device, init_state=None, pretrained_info=None,
+                    ckpt=ckpt, log=log)
 
 
 def finetune(src: str | Path | Corpus, pretrained: str | Path, out: str | Path, cfg: LMConfig | str = "small", *,
              seed: int = 42, backwards: bool = False, device: str | None = None, text_col: str | None = None,
              label_col: str | None = None, max_docs: int | None = None, resume: bool = False,
-             preset: str | None = None, explicit: set[str] | frozenset[str] = frozenset(),
+             overwrite: bool = False, preset: str | None = None, explicit: set[str] | frozenset[str] = frozenset(),
              log: Callable[[str], None] = print) -> LMResult:
     """Fine-tune a pretrained LM on a domain corpus with ULMFiT's schedule (frozen body, then all layers).
 
@@ -117,44 +119,45 @@ def finetune(src: str | Path | Corpus, pretrained: str | Path, out: str | Path, 
     phases = schedule(cfg, "finetune")
     if not phases:
         raise UlmfitError("nothing to train: epochs and ft_freeze_epochs are both 0", hint="pass --epochs 1")
-    corpus = _read_corpus(src, text_col, label_col, max_docs, seed, log)
-    ckpt = _open_checkpoint(out, resume)
-    from ulmfit.store import build_store
-    from ulmfit.tokenize import TextTokenizer, TokenizerSpec, Vocab
+    with run_dir(out, overwrite=overwrite, resume=resume, log=log):
+        ckpt = _open_checkpoint(out, resume)
+        corpus = _read_corpus(src, text_col, label_col, max_docs, seed, log)
+        from ulmfit.store import build_store
+        from ulmfit.tokenize import TextTokenizer, TokenizerSpec, Vocab
 
-    notes: list[str] = []
-    init_state = None
-    if ckpt is not None:
-        tok, vocab = TextTokenizer.load(ckpt / "tokenizer"), Vocab.load(ckpt / "vocab.json")
-        store = build_store(corpus, tokenizer=tok, vocab=vocab)
-    elif source["kind"] == "bundle" and cfg.ft_extend_vocab:
-        store, init_state, note = _extend_vocab(source, corpus, cfg.ft_extend_vocab)
-        notes.append(note)
-    elif source["kind"] == "bundle":
-        b = source["bundle"]
-        store = build_store(corpus, tokenizer=b.tokenizer, vocab=b.vocab)
-        init_state = b.load_state("model")
-        notes.append(f"reusing the pretrained tokenizer ({b.tokenizer.spec.kind}) and vocabulary "
-                     f"({len(b.vocab.itos)} tokens) as they are")
-    else:
-        from ulmfit.lm.wt103 import load_itos, load_pth_state, match_embeds
-        from ulmfit.lm.model import normalize_state
+        notes: list[str] = []
+        init_state = None
+        if ckpt is not None:
+            tok, vocab = TextTokenizer.load(ckpt / "tokenizer"), Vocab.load(ckpt / "vocab.json")
+            store = build_store(corpus, tokenizer=tok, vocab=vocab)
+        elif source["kind"] == "bundle" and cfg.ft_extend_vocab:
+            store, init_state, note = _extend_vocab(source, corpus, cfg.ft_extend_vocab)
+            notes.append(note)
+        elif source["kind"] == "bundle":
+            b = source["bundle"]
+            store = build_store(corpus, tokenizer=b.tokenizer, vocab=b.vocab)
+            init_state = b.load_state("model")
+            notes.append(f"reusing the pretrained tokenizer ({b.tokenizer.spec.kind}) and vocabulary "
+                         f"({len(b.vocab.itos)} tokens) as they are")
+        else:
+            from ulmfit.lm.wt103 import load_itos, load_pth_state, match_embeds
+            from ulmfit.lm.model import normalize_state
 
-        log("building the domain vocabulary (rules tokenizer, as fastai's WT103 model) ...")
-        store = build_store(corpus, spec=TokenizerSpec(**cfg.tokenizer_spec()))
-        state = normalize_state(load_pth_state(source["checkpoint"].weights))
-        init_state, match = match_embeds(state, load_itos(source["checkpoint"].itos), list(store.vocab.itos))
-        notes.append(match.describe())
-        source["overlap"] = {"found": match.n_found, "domain_vocab": match.n_new, "pretrained_vocab": match.n_old,
-                             "ratio": round(match.overlap, 4)}
-    for n in notes:
-        log(n)
-    info = {k: v for k, v in source.items() if k in ("kind", "name", "overlap", "preset", "extended")}
-    result = _run(stage="finetune", cfg=cfg, preset=preset, phases=phases, store=store, corpus=corpus, out=out,
-                  seed=seed, backwards=backwards, device=device, init_state=init_state, pretrained_info=info,
-                  ckpt=ckpt, log=log)
-    result.notes = notes
-    return result
+            log("building the domain vocabulary (rules tokenizer, as fastai's WT103 model) ...")
+            store = build_store(corpus, spec=TokenizerSpec(**cfg.tokenizer_spec()))
+            state = normalize_state(load_pth_state(source["checkpoint"].weights))
+            init_state, match = match_embeds(state, load_itos(source["checkpoint"].itos), list(store.vocab.itos))
+            notes.append(match.describe())
+            source["overlap"] = {"found": match.n_found, "domain_vocab": match.n_new, "pretrained_vocab": match.n_old,
+                                 "ratio": round(match.overlap, 4)}
+        for n in notes:
+            log(n)
+        info = {k: v for k, v in source.items() if k in ("kind", "name", "overlap", "preset", "extended")}
+        result = _run(stage="finetune", cfg=cfg, preset=preset, phases=phases, store=store, corpus=corpus, out=out,
+                      seed=seed, backwards=backwards, device=device, init_state=init_state, pretrained_info=info,
+                      ckpt=ckpt, log=log)
+        result.notes = notes
+        return result
 
 
 # ------------------------------------------------------------------------------------------- setup helpers

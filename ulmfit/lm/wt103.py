@@ -3,16 +3,20 @@
 fastai's archive holds `lstm_fwd.pth` (or `lstm_bwd.pth`) — a state dict of `get_language_model(AWD_LSTM)` —
 and `itos_wt103.pkl`, a pickled list of the 60k tokens. We never run arbitrary pickles: the vocabulary goes
 through an Unpickler that admits only lists and strings, and the weights through `torch.load(weights_only=True)`.
+The vocabulary is read whole, so it is capped: ``ULMFIT_MAX_VOCAB_BYTES`` (default 64M; fastai's file is about
+1 MB) or `load_itos(max_bytes=...)`.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ulmfit.data.readers import format_size, parse_size, size_spelling
 from ulmfit.errors import UlmfitError
 
 if TYPE_CHECKING:
@@ -20,6 +24,8 @@ if TYPE_CHECKING:
 
 WEIGHT_FILES = {False: ("lstm_fwd.pth",), True: ("lstm_bwd.pth",)}
 VOCAB_FILE = "itos_wt103.pkl"
+VOCAB_BYTES_ENV = "ULMFIT_MAX_VOCAB_BYTES"
+MAX_VOCAB_BYTES = 64 << 20  # fastai's itos_wt103.pkl (60k tokens) is about 1 MB
 
 
 class _ListOfStrUnpickler(pickle.Unpickler):
@@ -28,13 +34,38 @@ class _ListOfStrUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):  # noqa: ANN201 - pickle API
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only a list of strings is allowed")
 
+    def persistent_load(self, pid):  # noqa: ANN001, ANN201 - pickle API
+        raise pickle.UnpicklingError("refusing a persistent id: only a list of strings is allowed")
 
-def load_itos(path: Path) -> list[str]:
-    """Read fastai's `itos_*.pkl` safely; anything but a list of str is a UlmfitError."""
+
+def _vocab_limit(max_bytes: int | None) -> int:
+    if max_bytes is not None:
+        return max_bytes
+    raw = os.environ.get(VOCAB_BYTES_ENV)
+    return parse_size(raw, VOCAB_BYTES_ENV) if raw else MAX_VOCAB_BYTES
+
+
+def _read_capped(path: Path, limit: int) -> bytes:
+    # Read one byte past the limit rather than trusting stat(): a FIFO or a growing file has no honest size.
+    with open(path, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise UlmfitError(f"vocabulary {path} is larger than {format_size(limit)}: refusing to load it",
+                          hint=f"fastai's itos_wt103.pkl is about 1 MB; if you trust this file, raise the limit, "
+                               f"e.g. {VOCAB_BYTES_ENV}={size_spelling(limit * 4)}")
+    return data
+
+
+def load_itos(path: Path, max_bytes: int | None = None) -> list[str]:
+    """Read fastai's `itos_*.pkl` safely; anything but a list of str, or a file over `max_bytes` (default
+    $ULMFIT_MAX_VOCAB_BYTES or 64 MiB), is a UlmfitError."""
+    limit = _vocab_limit(max_bytes)
     try:
-        data = _ListOfStrUnpickler(io.BytesIO(Path(path).read_bytes())).load()
+        data = _ListOfStrUnpickler(io.BytesIO(_read_capped(Path(path), limit))).load()
     except FileNotFoundError:
         raise UlmfitError(f"vocabulary file missing: {path}") from None
+    except UlmfitError:
+        raise
     except Exception as e:  # UnpicklingError, EOFError, ValueError ... from damaged or hostile files
         raise UlmfitError(f"cannot read vocabulary {path}: {e}",
                           hint="expected fastai's itos_wt103.pkl, a pickled list of strings") from None
