@@ -186,6 +186,7 @@ def test_failed_build_leaves_nothing(monkeypatch, tmp_path: Path) -> None:
     with pytest.raises(KeyboardInterrupt):
         build_store(make_corpus(n_train=4, n_valid=2, n_test=0, seed=4), cache_dir=tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == [store_mod.LOCKS]  # only the (empty) lock folder
+    assert list((tmp_path / store_mod.LOCKS).iterdir()) == []
 
 
 def test_a_killed_build_leaves_nothing_after_the_next_run(tmp_path: Path) -> None:
@@ -225,7 +226,7 @@ def test_a_second_builder_of_the_same_store_waits_and_reuses_it(tmp_path: Path) 
     lock_path = key_lock / f"{first.root.name}.lock"
     import fcntl
 
-    fd = os.open(lock_path, os.O_RDWR)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT)
     fcntl.flock(fd, fcntl.LOCK_EX)
     t = threading.Thread(target=build)
     t.start()

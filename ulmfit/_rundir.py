@@ -92,36 +92,52 @@ def check_writable_dir(path: Path, option: str = "--out") -> None:
 
 @contextlib.contextmanager
 def file_lock(path: Path, *, wait: bool, what: str, log: Callable[[str], None] = print) -> Iterator[None]:
-    """Hold an exclusive lock on `path` (created if missing) for the duration of the block.
+    """Hold an exclusive lock on `path` (created, and removed again on release) for the duration of the block.
 
     `wait=False`: another live holder is an error naming its pid. `wait=True`: wait for it (logged once).
-    A lock file left holding a dead pid is taken over with a warning."""
+    A lock file still holding a pid means its run was killed: taken over with a warning."""
     if fcntl is None:
         yield
         return
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _acquire(path, wait=wait, what=what, log=log)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _read_pid(fd)
-            if not wait:
-                raise UlmfitError(f"{what} is in use by another run (pid {holder or 'unknown'})",
-                                  hint="wait for it to finish, or choose another --out") from None
-            log(f"waiting for pid {holder or 'unknown'}, which holds {what} ...")
-            fcntl.flock(fd, fcntl.LOCK_EX)
         stale = _read_pid(fd)
         if stale and stale != os.getpid():
             log(f"warning: taking over the lock of {what} from pid {stale}, which ended without releasing it")
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        try:
-            yield
-        finally:
-            os.ftruncate(fd, 0)  # emptied, not removed: unlinking a lock file races with a waiting process
-            fcntl.flock(fd, fcntl.LOCK_UN)
+        yield
+        os.ftruncate(fd, 0)  # released cleanly: no pid for the next run to warn about
     finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)  # while still locked: whoever opened this file meanwhile sees it is gone and retries
+        fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
+
+def _acquire(path: Path, *, wait: bool, what: str, log: Callable[[str], None]) -> int:
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _read_pid(fd)
+                if not wait:
+                    raise UlmfitError(f"{what} is in use by another run (pid {holder or 'unknown'})",
+                                      hint="wait for it to finish, or choose another --out") from None
+                log(f"waiting for pid {holder or 'unknown'}, which holds {what} ...")
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                same = os.stat(path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+        except BaseException:
+            os.close(fd)
+            raise
+        if same:
+            return fd
+        os.close(fd)  # the holder removed this file as it released it: lock the current one
 
 
 def _read_pid(fd: int) -> int | None:
@@ -150,7 +166,6 @@ def run_dir(out: Path, *, overwrite: bool = False, resume: bool = False,
     except BaseException:
         if created:  # a run that failed before writing anything leaves no empty folder behind
             with contextlib.suppress(OSError):
-                (out / LOCK).unlink()
                 out.rmdir()
         raise
 

@@ -92,7 +92,7 @@ def self_train(src: str | Path | Corpus, *, lm: str | Path, out: str | Path, con
     confident of them plus the labels. Writes OUT/model-best and OUT/model-last (the student: returned, with
     the self-training summary in meta.json), OUT/teacher/ and OUT/pseudo-labels.csv (every kept label), all
     at once when the student is done: an error or Ctrl-C on the way leaves OUT as it was."""
-    from ulmfit._rundir import LOCK, staged_entries
+    from ulmfit._rundir import staged_entries
     from ulmfit.classify.classifier import Classifier
     from ulmfit.classify.train import prepare_corpus, train_classifier
     from ulmfit.data import Corpus, load_corpus
@@ -141,7 +141,6 @@ def self_train(src: str | Path | Corpus, *, lm: str | Path, out: str | Path, con
         for name in ("model-best", "model-last", PSEUDO_LABELS):  # published into OUT with the teacher
             os.replace(stage / "student" / name, stage / name)
         shutil.rmtree(stage / "student")
-        (stage / TEACHER / LOCK).unlink(missing_ok=True)  # the teacher's run is over; OUT's own lock stays
     log(f"self-training: student valid accuracy {student.accuracy:.4f} (teacher {teacher.accuracy:.4f}); "
         f"{out}/model-best, {out}/{TEACHER}/, {out}/{PSEUDO_LABELS}")
     return dataclasses.replace(student, out=out, best=out / "model-best", last=out / "model-last")
