@@ -181,9 +181,9 @@ def run_fastai(args: argparse.Namespace, train: Corpus, test: Corpus, lm: Corpus
     if getattr(args, "_fastai_encoder", None) is None:
         t = time.perf_counter()
         # pretrain()'s own reader and --lm-docs cap: ours and fastai's LMs read the very same reviews
-        from ulmfit.lm.train import _read_corpus
+        from ulmfit.lm.train import read_corpus
 
-        docs = _read_corpus(lm_corpus(lm, args.seed), None, None, args.lm_docs or None, args.seed, print)
+        docs = read_corpus(lm_corpus(lm, args.seed), None, None, args.lm_docs or None, args.seed, print)
         df = pd.DataFrame({"text": docs.texts, "is_valid": [s == "valid" for s in docs.splits]})
         dls = TextDataLoaders.from_df(df, text_col="text", is_lm=True, valid_col="is_valid", bs=cfg.bs,
                                       seq_len=cfg.seq_len, seed=args.seed)

@@ -89,14 +89,14 @@ class _Turns:
 
 def _ours_fit(cfg, store, seed):
     from ulmfit.lm.config import schedule
-    from ulmfit.lm.train import _fit_one_cycle, make_learner
+    from ulmfit.lm.train import fit_one_cycle, make_learner
     from ulmfit.loaders import lm_dataloaders
 
     dls = lm_dataloaders(store, train_splits=("train",), valid_split="valid", bs=cfg.bs, seq_len=cfg.seq_len,
                          seed=seed, device="cpu")
     learn, _ = make_learner(cfg, dls, store.vocab, "cpu")
     learn.create_opt()
-    return lambda cb: _fit_one_cycle(learn, 1, 0, schedule(cfg, "pretrain")[0], cbs=[cb])
+    return lambda cb: fit_one_cycle(learn, 1, 0, schedule(cfg, "pretrain")[0], cbs=[cb])
 
 
 def _fastai_dls(cfg, store):

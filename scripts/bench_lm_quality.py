@@ -54,13 +54,13 @@ def main(argv: list[str] | None = None) -> int:
     from ulmfit.data import load_corpus
     from ulmfit.lm import pretrain, resolve_config
 
-    from ulmfit.lm.train import _read_corpus
+    from ulmfit.lm.train import read_corpus
 
     imdb = load_corpus("imdb", valid_pct=0)
     # pretrain()'s own reader and cap, once: every variant trains and validates on exactly these documents, and
     # the characters counted for bits/char are those of the validation documents it scored (capped too when
     # --docs is below the 1,500 held out)
-    corpus = _read_corpus(lm_corpus(imdb.select(["train", "unsup"]), args.seed), None, None, args.docs, args.seed,
+    corpus = read_corpus(lm_corpus(imdb.select(["train", "unsup"]), args.seed), None, None, args.docs, args.seed,
                           print)
     valid = [t for t, s in zip(corpus.texts, corpus.splits) if s == "valid"]
     args.out.parent.mkdir(parents=True, exist_ok=True)

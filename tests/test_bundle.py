@@ -184,9 +184,9 @@ def test_a_shared_archive_is_a_bundle_wherever_one_is_read(tmp_path, tok_vocab, 
     assert read_bundle(single).path.name == "model-last"
     # `ulmfit generate` (and --lm, --pretrained, predict, evaluate) take the archive as they take a folder
     from ulmfit.cli.main import main
-    from ulmfit.lm.train import _open_pretrained  # what lm-finetune --pretrained reads
+    from ulmfit.lm.pretrained import open_pretrained  # what lm-finetune --pretrained reads
 
-    assert _open_pretrained(url, backwards=False)["bundle"].vocab.itos == vocab.itos
+    assert open_pretrained(url, backwards=False)["bundle"].vocab.itos == vocab.itos
 
     assert main(["generate", str(archive), "the cat", "--words", "3", "--seed", "0"]) == 0
 

@@ -10,7 +10,7 @@ import torch
 
 from ulmfit.bundle import read_bundle
 from ulmfit.cli.main import main
-from ulmfit.lm import train as lm_train
+from ulmfit.lm import checkpoint as lm_checkpoint
 from ulmfit.lm.synthetic import human_numbers
 
 KEYS = ("epoch", "phase", "train_loss", "valid_loss", "accuracy", "perplexity")
@@ -51,16 +51,16 @@ def work(tmp_path_factory):
 
 def _interrupt_after_checkpoint(monkeypatch, n):
     """Simulate a kill right after the n-th epoch's checkpoint was written."""
-    real = lm_train._Run.save_checkpoint
+    real = lm_checkpoint.save
     calls = {"n": 0}
 
-    def save_then_die(self, *args, **kwargs):
-        real(self, *args, **kwargs)
+    def save_then_die(*args, **kwargs):
+        real(*args, **kwargs)
         calls["n"] += 1
         if calls["n"] == n:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(lm_train._Run, "save_checkpoint", save_then_die)
+    monkeypatch.setattr(lm_checkpoint, "save", save_then_die)
 
 
 def test_pretrain_resume_equals_uninterrupted(work, monkeypatch):

@@ -5,22 +5,22 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ulmfit import _precision
+from ulmfit import runtime
 from ulmfit.errors import UlmfitError
 from ulmfit.lm.config import resolve_config
 
 
 @pytest.mark.parametrize("has_bf16", [True, False])
 def test_auto_on_a_cpu_is_bf16_only_where_the_cpu_has_it(monkeypatch, has_bf16):
-    monkeypatch.setattr(_precision, "cpu_has_bf16", lambda: has_bf16)
-    assert _precision.resolve_precision("auto", "cpu") == ("bf16" if has_bf16 else "fp32")
-    assert _precision.resolve_precision("fp32", "cpu") == "fp32"
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: has_bf16)
+    assert runtime.resolve_precision("auto", "cpu") == ("bf16" if has_bf16 else "fp32")
+    assert runtime.resolve_precision("fp32", "cpu") == "fp32"
 
 
 def test_bad_choices_are_clear_errors():
-    assert _precision.resolve_precision("bf16", "cpu") == "bf16"
+    assert runtime.resolve_precision("bf16", "cpu") == "bf16"
     with pytest.raises(UlmfitError, match="fp16 needs a CUDA GPU"):
-        _precision.resolve_precision("fp16", "cpu")
+        runtime.resolve_precision("fp16", "cpu")
     with pytest.raises(UlmfitError, match="precision"):
         resolve_config("small", sets=["precision=int8"])
 

@@ -19,22 +19,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ulmfit.errors import UlmfitError
+from ulmfit.runtime import resolve_device
 
 if TYPE_CHECKING:
     import torch
 
     from ulmfit.store import TokenStore
-
-
-def _resolve_device(device):
-    import torch
-
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise UlmfitError(f"unknown device {device!r}: {e}", hint="use cpu, cuda or cuda:N") from None
 
 
 def _base():
@@ -287,7 +277,7 @@ def lm_dataloaders(store: TokenStore, *, train_splits: Sequence[str] = ("train",
     train = [(store.ids(s), store.offsets(s)) for s in _present(store, train_splits, "training")]
     valid = [(store.ids(s), store.offsets(s)) for s in _present(store, [valid_split], "validation")]
     names = "+".join(_present(store, train_splits, "training"))
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     dls = DataLoaders(cls(train, bs=bs, seq_len=seq_len, shuffle=True, seed=seed, backwards=backwards,
                           random_bptt=random_bptt, what=names),
                       cls(valid, bs=bs, seq_len=seq_len, shuffle=False, seed=seed, backwards=backwards,
@@ -333,7 +323,7 @@ def clas_dataloaders(store: TokenStore, labels: list[str], *, train_split: str =
             raise UlmfitError(f"the {split} split has no documents", hint="check the data source")
         loaders.append(cls(store.ids(split), store.offsets(split), y, bs=bs, pad_id=pad, seq_len=seq_len,
                            shuffle=train, seed=seed, backwards=backwards, drop_last=train))
-    dls = DataLoaders(*loaders, device=_resolve_device(device))
+    dls = DataLoaders(*loaders, device=resolve_device(device))
     dls.vocab = L([store.vocab.itos, list(labels)])
     dls.c = len(labels)
     dls.labels = list(labels)

@@ -46,7 +46,7 @@ class Classifier:
         the LSTM and Linear layers for faster CPU inference (slightly different probabilities)."""
         from ulmfit.bundle import read_bundle
         from ulmfit.classify.model import build_model, inference_model, load_state
-        from ulmfit.lm.train import _set_threads, resolve_device
+        from ulmfit.runtime import resolve_device, set_threads as _set_threads
 
         _set_threads()  # ULMFIT_THREADS caps torch's threads, as for every other command
         b = read_bundle(path, stage="classifier")

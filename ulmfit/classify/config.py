@@ -23,8 +23,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ulmfit._precision import PRECISIONS
 from ulmfit.errors import UlmfitError
+from ulmfit.runtime import PRECISIONS
 
 LR_DIV = 2.6**4  # ULMFiT's discriminative fine-tuning: each layer group down trains at lr/2.6
 

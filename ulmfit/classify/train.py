@@ -240,8 +240,7 @@ def _train(src, *, lm, out: Path, config: ClassifierConfig, text_col, label_col,
     from ulmfit.loaders import clas_dataloaders
     from ulmfit.store import build_store
 
-    from ulmfit._precision import apply_precision, resolve_precision
-    from ulmfit.lm.train import _set_threads, resolve_device
+    from ulmfit.runtime import apply_precision, resolve_device, resolve_precision, set_threads as _set_threads
 
     _set_threads()  # ULMFIT_THREADS, as for the language model
     cfg = config

@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ulmfit._precision import PRECISIONS
 from ulmfit.errors import UlmfitError
+from ulmfit.runtime import PRECISIONS
 
 
 @dataclass

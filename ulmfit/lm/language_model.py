@@ -28,9 +28,9 @@ class LanguageModel:
     @classmethod
     def load(cls, path: str | Path, device: str | None = None) -> LanguageModel:
         from ulmfit.lm.model import build_lm
-        from ulmfit.lm.train import _set_threads, resolve_device
+        from ulmfit.runtime import resolve_device, set_threads
 
-        _set_threads()  # ULMFIT_THREADS, else torch's default
+        set_threads()  # ULMFIT_THREADS, else torch's default
         bundle = read_bundle(path, stage="lm")
         dev = resolve_device(device)
         model = build_lm(bundle.arch)
