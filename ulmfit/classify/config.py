@@ -9,20 +9,22 @@ one the fastai course (fastbook ch. 10) ran on IMDb, the `paper` preset's:
     learn.freeze_to(-3); learn.fit_one_cycle(1, slice(5e-3/2.6**4, 5e-3), ...)  # + next LSTM layer
     learn.unfreeze();    learn.fit_one_cycle(2, slice(1e-3/2.6**4, 1e-3), ...)  # everything
 
-`all-at-once` (the `small` preset's: measured better on CPU-trained LMs, see PRESETS) is one stage,
+`all-at-once` (the `small` preset's, see PRESETS) is one stage,
 `learn.unfreeze(); learn.fit_one_cycle(5, slice(1e-2/2.6**4, 1e-2), ...)`.
 
-Only the standard library is imported here: the CLI validates a config before torch is loaded.
+Presets, `--config`, `--set` and explicit options are resolved by `ulmfit.config`, the engine the language model
+uses too. Only the standard library is imported here: the CLI validates a config before torch is loaded.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ulmfit import config as engine
 from ulmfit.errors import UlmfitError
 from ulmfit.runtime import PRECISIONS
 
@@ -66,15 +68,60 @@ def ulmfit_schedule() -> list[Stage]:
 
 def all_at_once_schedule() -> list[Stage]:
     """The paper's "Full" ablation, no gradual unfreezing: every layer from the start, 5 epochs at the course's
-    second-stage learning rates, slice(1e-2/2.6**4, 1e-2). Measured on CPU-trained LMs (docs/bench/imdb.md): 1e-2
-    beat the third stage's 5e-3 with 1,000 IMDb labels on the 24,000-review LM (81.6% vs 79.6%), on the all-IMDb
-    LM (86.4% vs 85.9%), and over three seeds on it: teachers 86.2% vs 85.8%, self-trained students 87.9% vs 87.6%
-    (tenth pass); with 100 labels, one seed, no self-training: 79.8% vs 79.9%."""
+    second-stage learning rates, slice(1e-2/2.6**4, 1e-2)."""
     return [Stage(freeze_to=0, epochs=5, lr=1e-2, lr_div=LR_DIV)]
 
 
 # Schedules by name: `--set schedule=all-at-once` instead of a list of stages.
 SCHEDULES = {"gradual": ulmfit_schedule, "all-at-once": all_at_once_schedule}
+
+
+def _stage(obj: Any, where: str) -> Stage:
+    if isinstance(obj, Stage):
+        return obj
+    if not isinstance(obj, dict):
+        raise UlmfitError(f"{where}: a schedule stage must be an object like "
+                          '{"freeze_to": -1, "epochs": 1, "lr": 0.02}')
+    names = {f.name for f in dataclasses.fields(Stage)}
+    unknown = sorted(set(obj) - names)
+    if unknown:
+        raise UlmfitError(f"{where}: unknown schedule key(s) {', '.join(unknown)}",
+                          hint=f"a stage has {', '.join(sorted(names))}")
+    missing = sorted({"freeze_to", "epochs", "lr"} - set(obj))
+    if missing:
+        raise UlmfitError(f"{where}: schedule stage lacks {', '.join(missing)}")
+    try:
+        st = Stage(freeze_to=int(obj["freeze_to"]), epochs=int(obj["epochs"]), lr=float(obj["lr"]),
+                   lr_div=float(obj.get("lr_div", 1.0)))
+    except (TypeError, ValueError) as e:
+        raise UlmfitError(f"{where}: bad schedule stage {obj!r} ({e})") from None
+    return st
+
+
+def _schedule(value: Any) -> list[Stage]:
+    """A schedule's name (SCHEDULES) or a list of stages."""
+    if isinstance(value, str):
+        if value.strip() not in SCHEDULES:
+            raise UlmfitError(f"unknown schedule {value!r}",
+                              hint=f"name one of {', '.join(SCHEDULES)}, or give a list of stages")
+        return SCHEDULES[value.strip()]()
+    if not isinstance(value, list):
+        raise UlmfitError("schedule must be a schedule's name or a list of stages")
+    return [_stage(s, f"schedule[{i}]") for i, s in enumerate(value)]
+
+
+def _class_weights(value: Any) -> str | list[float]:
+    """"none", "balanced", or one weight per label: [1, 3] or "1,3" (the form --class-weights takes)."""
+    if isinstance(value, str):
+        if value.strip() in ("none", "balanced"):
+            return value.strip()
+        try:
+            value = [float(v) for v in value.split(",")]
+        except ValueError:
+            pass
+    if isinstance(value, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        return [float(v) for v in value]
+    raise UlmfitError(f"class_weights must be \"none\", \"balanced\" or a list of numbers, not {value!r}")
 
 
 @dataclass
@@ -87,7 +134,8 @@ class ClassifierConfig:
     """
 
     preset: str = "small"
-    schedule: list[Stage] = field(default_factory=ulmfit_schedule)  # presets may name another (SCHEDULES)
+    schedule: list[Stage] = field(default_factory=ulmfit_schedule,  # presets may name another (SCHEDULES)
+                                  metadata={"coerce": _schedule})
     moms: tuple[float, float, float] = (0.8, 0.7, 0.8)  # one-cycle momentum schedule (fastai TextLearner)
     wd: float = 0.01  # decoupled weight decay (fastai's Adam default)
     bs: int = 32  # documents per batch
@@ -99,7 +147,8 @@ class ClassifierConfig:
     alpha: float = 2.0  # activation regularization (AR) of the last LSTM output
     beta: float = 1.0  # temporal activation regularization (TAR)
     label_smoothing: float = 0.0  # 0: plain cross-entropy; e.g. 0.1 for noisy labels
-    class_weights: str | list[float] = "none"  # "none", "balanced" (n/(k*count)) or one weight per label
+    # "none", "balanced" (n/(k*count)) or one weight per label
+    class_weights: str | list[float] = field(default="none", metadata={"coerce": _class_weights})
     backwards: bool = False  # read texts right to left (needs a backward LM)
     from_scratch: bool = False  # random encoder init, no LM: the baseline ULMFiT is measured against
     max_train: int | None = None  # keep only N training documents (stratified): the low-shot setting
@@ -127,129 +176,51 @@ class ClassifierConfig:
         return "\n".join(lines)
 
 
-# Presets: the training knobs per compute budget. Each value says why it is what it is.
+# Presets: the training knobs per compute budget, one reason a knob. The encoder's sizes come from the LM.
 PRESETS: dict[str, dict[str, Any]] = {
-    # Tests and smoke runs: tiny models on toy corpora get few optimizer steps, so every stage runs at a few
-    # times the course's learning rates and the lowest group at lr/10 (not lr/2.6**4) so that embeddings still
-    # move; short chunks (bptt 16) so that multi-chunk documents are exercised.
-    "tiny": dict(bs=16, bptt=16, max_len=16 * 20, drop_mult=0.5, precision="fp32",  # as the tiny LM: CPU-independent
-                 schedule=[dict(freeze_to=-1, epochs=1, lr=5e-2), dict(freeze_to=-2, epochs=1, lr=3e-2, lr_div=10),
-                           dict(freeze_to=-3, epochs=1, lr=2e-2, lr_div=10),
-                           dict(freeze_to=0, epochs=3, lr=1e-2, lr_div=10)]),
-    # A 2-core CPU: bs 32 keeps the step time low. All layers at once, not gradual unfreezing: on LMs a CPU can
-    # train (one epoch over 800 to 40,000 IMDb reviews) it scored higher in every comparison we ran: 1,000
-    # labels +1.6 points over 3 seeds and +0.6 on the 40,000-review LM, 100 labels +0.8 over 3 seeds, the
-    # quickstart's LM +1.8 on 2,000 test reviews (docs/bench/imdb.md, fourth and fifth passes). A weak LM's
-    # lower layers need to move; the paper's ablation, on a strong LM, favours gradual unfreezing (`paper`).
-    # min_steps 130: the schedule counts epochs, and 90 IMDb training reviews at bs 32 are 10 optimizer steps in
-    # all (52% on the 5k test sample); bs 8 and more epochs (132 steps) gave 61%. 1,000 labels (900 training
-    # reviews) are 140 steps at bs 32 and keep the schedule unchanged.
-    "small": dict(bs=32, bptt=72, max_len=72 * 20, drop_mult=0.5, min_steps=130, schedule="all-at-once"),
-    # The ULMFiT paper (bs 64 for classifier fine-tuning) with the course's gradual unfreezing, for a GPU.
-    "paper": dict(bs=64, bptt=72, max_len=72 * 20, drop_mult=0.5, min_steps=130, schedule="gradual"),
+    # Tests and smoke runs: a tiny model on a toy corpus gets few optimizer steps.
+    "tiny": dict(
+        bs=16,                        # small batches: more steps from few documents
+        bptt=16, max_len=16 * 20,     # short chunks, so that documents of several chunks are exercised
+        drop_mult=0.5,                # the course's
+        precision="fp32",             # as the tiny LM: a test's numbers must not depend on the CPU
+        # The course's stages at a few times its learning rates, the lowest group at lr/10 (not lr/2.6**4) so
+        # that the embeddings still move in so few steps.
+        schedule=[dict(freeze_to=-1, epochs=1, lr=5e-2), dict(freeze_to=-2, epochs=1, lr=3e-2, lr_div=10),
+                  dict(freeze_to=-3, epochs=1, lr=2e-2, lr_div=10), dict(freeze_to=0, epochs=3, lr=1e-2, lr_div=10)],
+    ),
+    # A CPU.
+    "small": dict(
+        bs=32,                        # keeps the step time low on two cores
+        bptt=72, max_len=72 * 20,     # fastai's
+        drop_mult=0.5,                # the course's
+        min_steps=130,                # few labels: a smaller batch and more epochs, so the head gets enough steps
+        schedule="all-at-once",       # every layer from the start: the lower layers of a weak (CPU-trained) LM
+                                      # need to move; gradual unfreezing (`paper`) suits a strong LM
+    ),
+    # The ULMFiT paper, for a GPU.
+    "paper": dict(
+        bs=64,                        # the paper's batch size for classifier fine-tuning
+        bptt=72, max_len=72 * 20,     # fastai's
+        drop_mult=0.5,                # the course's
+        min_steps=130,                # as small: few labels still get enough steps
+        schedule="gradual",           # the course's gradual unfreezing
+    ),
 }
 
 
-def _stage(obj: Any, where: str) -> Stage:
-    if isinstance(obj, Stage):
-        return obj
-    if not isinstance(obj, dict):
-        raise UlmfitError(f"{where}: a schedule stage must be an object like "
-                          '{"freeze_to": -1, "epochs": 1, "lr": 0.02}')
-    names = {f.name for f in dataclasses.fields(Stage)}
-    unknown = sorted(set(obj) - names)
-    if unknown:
-        raise UlmfitError(f"{where}: unknown schedule key(s) {', '.join(unknown)}",
-                          hint=f"a stage has {', '.join(sorted(names))}")
-    missing = sorted({"freeze_to", "epochs", "lr"} - set(obj))
-    if missing:
-        raise UlmfitError(f"{where}: schedule stage lacks {', '.join(missing)}")
-    try:
-        st = Stage(freeze_to=int(obj["freeze_to"]), epochs=int(obj["epochs"]), lr=float(obj["lr"]),
-                   lr_div=float(obj.get("lr_div", 1.0)))
-    except (TypeError, ValueError) as e:
-        raise UlmfitError(f"{where}: bad schedule stage {obj!r} ({e})") from None
-    return st
+def field_names() -> list[str]:
+    return engine.field_names(ClassifierConfig)
 
 
-def _coerce(name: str, value: Any, default: Any) -> Any:
-    """Convert an override to the type of the field's default (ints stay ints, lists stay lists)."""
-    if name == "schedule":
-        if isinstance(value, str):
-            if value not in SCHEDULES:
-                raise UlmfitError(f"unknown schedule {value!r}",
-                                  hint=f"name one of {', '.join(SCHEDULES)}, or give a list of stages")
-            return SCHEDULES[value]()
-        if not isinstance(value, list):
-            raise UlmfitError("schedule must be a schedule's name or a list of stages")
-        return [_stage(s, f"schedule[{i}]") for i, s in enumerate(value)]
-    if name == "class_weights":
-        if isinstance(value, str) and value in ("none", "balanced"):
-            return value
-        if isinstance(value, list) and all(isinstance(v, (int, float)) for v in value):
-            return [float(v) for v in value]
-        raise UlmfitError(f"class_weights must be \"none\", \"balanced\" or a list of numbers, not {value!r}")
-    if name == "max_train":
-        if value is None:
-            return None
-        return _coerce_scalar(name, value, 0)
-    if isinstance(default, (list, tuple)):
-        if not isinstance(value, (list, tuple)):
-            raise UlmfitError(f"{name} must be a list, not {value!r}")
-        elem = default[0] if default else value[0] if value else 0.0
-        out = [_coerce_scalar(name, v, elem) for v in value]
-        return tuple(out) if isinstance(default, tuple) else out
-    return _coerce_scalar(name, value, default)
-
-
-def _coerce_scalar(name: str, value: Any, default: Any) -> Any:
-    try:
-        if isinstance(default, bool):
-            if isinstance(value, bool):
-                return value
-            if str(value).lower() in ("true", "1", "yes"):
-                return True
-            if str(value).lower() in ("false", "0", "no"):
-                return False
-            raise ValueError(value)
-        if isinstance(default, int):
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError(value)
-            return int(value)
-        if isinstance(default, float):
-            return float(value)
-        return str(value)
-    except (TypeError, ValueError):
-        raise UlmfitError(f"bad value for {name}: {value!r} (expected {type(default).__name__})") from None
-
-
-def parse_sets(sets: list[str] | None) -> dict[str, Any]:
-    """`--set key=value` pairs; values are JSON when they parse as JSON, strings otherwise."""
-    out: dict[str, Any] = {}
-    for s in sets or []:
-        if "=" not in s:
-            raise UlmfitError(f"--set {s!r} is not key=value", hint="e.g. --set drop_mult=0.3")
-        k, v = s.split("=", 1)
-        try:
-            out[k.strip()] = json.loads(v)
-        except json.JSONDecodeError:
-            out[k.strip()] = v
-    return out
+def parse_sets(sets: Iterable[str] | None) -> dict[str, Any]:
+    """`--set key=value` pairs, converted by field type (`ulmfit.config`); unknown keys are errors."""
+    return engine.parse_sets(ClassifierConfig, sets)
 
 
 def load_overrides(path: Path | None) -> dict[str, Any]:
-    if path is None:
-        return {}
-    path = Path(path)
-    if not path.is_file():
-        raise UlmfitError(f"config file {path} does not exist")
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise UlmfitError(f"config file {path} is not valid JSON: {e}") from None
-    if not isinstance(obj, dict):
-        raise UlmfitError(f"config file {path} must hold a JSON object of config fields")
-    return obj
+    """A `--config` JSON file's values, converted by field type; {} without one."""
+    return {} if path is None else engine.read_config_file(ClassifierConfig, path)
 
 
 def scale_epochs(schedule: list[Stage], epochs: int) -> list[Stage]:
@@ -264,7 +235,7 @@ def scale_epochs(schedule: list[Stage], epochs: int) -> list[Stage]:
     return out
 
 
-MIN_BS = 8  # fit_min_steps halves bs no further than this (the measured few-label setting)
+MIN_BS = 8  # fit_min_steps halves bs no further: below it the batch gradient is mostly noise
 
 
 def fit_min_steps(cfg: ClassifierConfig, n_train: int) -> tuple[ClassifierConfig, str | None]:
@@ -272,8 +243,8 @@ def fit_min_steps(cfg: ClassifierConfig, n_train: int) -> tuple[ClassifierConfig
     the whole schedule, halve bs (not below 8), then lengthen the last stage until they do.
 
     Returns the config to train with and a one-line note saying what changed (None when nothing did). The
-    schedule counts epochs, and with 90 documents an epoch at bs 32 is two steps: the classifier stays at
-    chance however good the LM is (measured, docs/bench/imdb.md).
+    schedule counts epochs, and with 90 documents an epoch at bs 32 is two steps: too few for the head to learn
+    anything, however good the LM is.
     """
     total = cfg.total_epochs()
 
@@ -283,9 +254,12 @@ def fit_min_steps(cfg: ClassifierConfig, n_train: int) -> tuple[ClassifierConfig
     before = per_epoch(cfg.bs) * total
     if cfg.min_steps <= 0 or before >= cfg.min_steps:
         return cfg, None
-    bs = cfg.bs
-    while bs > MIN_BS and per_epoch(bs) * total < cfg.min_steps:
-        bs = max(MIN_BS, bs // 2)
+    def enough(bs: int) -> bool:
+        return per_epoch(bs) * total >= cfg.min_steps
+
+    bs = engine.halve_batch(cfg.bs, MIN_BS, enough)
+    if not enough(bs) and bs > MIN_BS:  # a batch that is no power of two times MIN_BS ends at MIN_BS itself
+        bs = MIN_BS
     per = per_epoch(bs)
     extra = max(0, -(-(cfg.min_steps - per * total) // per))
     schedule = list(cfg.schedule)
@@ -299,29 +273,17 @@ def fit_min_steps(cfg: ClassifierConfig, n_train: int) -> tuple[ClassifierConfig
 
 
 def resolve_config(preset: str = "small", *, config_file: Path | None = None, sets: list[str] | None = None,
-                   overrides: dict[str, Any] | None = None, epochs: int | None = None) -> ClassifierConfig:
+                   overrides: Mapping[str, Any] | None = None, epochs: int | None = None) -> ClassifierConfig:
     """Preset, then the JSON file, then `--set`, then explicit options (`overrides`, e.g. --bs), then --epochs.
 
     Unknown keys are errors; values are converted to the field's type and validated here, before any data is
     read or any model is built.
     """
-    if preset not in PRESETS:
-        raise UlmfitError(f"unknown preset {preset!r}", hint=f"choose one of {', '.join(PRESETS)}")
-    base = ClassifierConfig()
-    defaults = {f.name: getattr(base, f.name) for f in dataclasses.fields(ClassifierConfig)}
-    values = dict(defaults)
-    values["preset"] = preset
-    layers = [("preset", PRESETS[preset]), ("config file", load_overrides(config_file)),
-              ("--set", parse_sets(sets)), ("options", {k: v for k, v in (overrides or {}).items() if v is not None})]
-    for where, layer in layers:
-        for k, v in layer.items():
-            if k not in defaults:
-                raise UlmfitError(f"unknown classifier config key {k!r} (from {where})",
-                                  hint=f"known keys: {', '.join(sorted(defaults))}")
-            if k == "preset" and where != "preset":
-                raise UlmfitError("set the preset with --preset, not in the config")
-            values[k] = _coerce(k, v, defaults[k])
-    cfg = ClassifierConfig(**values)
+    engine.check_preset(PRESETS, preset)
+    values = engine.user_values(ClassifierConfig, config_file, sets, overrides)
+    if "preset" in values:
+        raise UlmfitError("set the preset with --preset, not in the config")
+    cfg = engine.from_preset(ClassifierConfig, PRESETS, preset, {**values, "preset": preset})
     if epochs is not None:
         cfg.schedule = scale_epochs(cfg.schedule, epochs)
     validate(cfg)
@@ -373,11 +335,9 @@ def config_from_dict(d: dict[str, Any]) -> ClassifierConfig:
     """Rebuild the config stored in a bundle (unknown keys from newer versions are errors, as everywhere)."""
     d = dict(d)
     preset = d.pop("preset", "small")
-    base = ClassifierConfig()
-    known = {f.name for f in dataclasses.fields(ClassifierConfig)}
-    unknown = sorted(set(d) - known)
+    unknown = sorted(set(d) - set(field_names()))
     if unknown:
         raise UlmfitError(f"classifier config has unknown key(s) {', '.join(unknown)}",
                           hint="was the model written by a newer ulmfit?")
-    values = {k: _coerce(k, v, getattr(base, k)) for k, v in d.items()}
+    values = {k: engine.coerce(ClassifierConfig, k, v) for k, v in d.items()}
     return ClassifierConfig(preset=preset, **values)

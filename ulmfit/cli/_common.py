@@ -1,7 +1,8 @@
-"""Option types shared by every command, so each option is spelled and explained the same everywhere.
+"""Option types shared by the commands, so each option is spelled and explained the same everywhere.
 
-Only typer and the standard library are imported here: `ulmfit --help` must answer in well under a second,
-so torch and fastai are imported inside command bodies.
+Each command module lists its own parameters (typer reads them from the signature) with these types, and calls
+one importable function of the library. Only typer and the standard library are imported here: `ulmfit --help`
+must answer in well under a second, so torch and fastai are imported inside command bodies.
 """
 
 from __future__ import annotations
@@ -12,22 +13,71 @@ from typing import Annotated, Optional
 import typer
 
 from ulmfit.errors import UlmfitError
+from ulmfit.lm.config import explicit_keys, resolve_config
 
-Out = Annotated[Path, typer.Option("--out", "-o", help="Output folder of the run. Only the run's own entries are "
-                                   "written there (model-best/, model-last/, checkpoint/; each atomically); other "
-                                   "files in it are left alone. A folder holding another run is refused unless "
-                                   "--overwrite or --resume; one run per folder at a time (a lock).")]
+# ---- every training command ------------------------------------------------------------------------------
+
+_OUT = ("Output folder of the run. Only the run's own entries are written there ({entries}; each atomically); "
+        "other files in it are left alone. A folder holding another run is refused unless {unless}; one run per "
+        "folder at a time (a lock).")
+Out = Annotated[Path, typer.Option("--out", "-o", help=_OUT.format(
+    entries="model-best/, model-last/, and teacher/ and pseudo-labels.csv with --self-train", unless="--overwrite"))]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace the run already in --out (its model-best/, "
-                                         "model-last/, checkpoint/ ...; other files in the folder are kept).")]
+                                         "model-last/ ...; other files in the folder are kept).")]
 Seed = Annotated[int, typer.Option("--seed", help="Random seed: the same seed gives the same splits, batches and weights on CPU.")]
-Preset = Annotated[str, typer.Option("--preset", "-p", help="Model/training preset: tiny (tests), small (CPU), paper (GPU, the ULMFiT paper's sizes).")]
+Preset = Annotated[str, typer.Option("--preset", "-p", help="Model/training preset: tiny (tests), small (CPU), paper (GPU, the ULMFiT paper's settings).")]
 Epochs = Annotated[Optional[int], typer.Option("--epochs", "-e", help="Override the preset's number of epochs.")]
 Bs = Annotated[Optional[int], typer.Option("--bs", help="Override the preset's batch size (a preset with min_steps halves it when the data give too few optimizer steps; --set min_steps=0 keeps it).")]
+Config = Annotated[Optional[Path], typer.Option("--config", "-c", help="JSON file of config overrides (unknown keys are errors).")]
+Set = Annotated[Optional[list[str]], typer.Option(
+    "--set", metavar="KEY=VALUE", help="Override one config field, e.g. --set drop_mult=0.3 (repeatable; an unknown "
+    "key is an error that lists the valid ones). Booleans: true/false, on/off, yes/no, 1/0; lists: 0.8,0.7,0.8 or "
+    "[0.8, 0.7, 0.8]; none (or null) leaves an optional field unset.")]
+
+# ---- every command that reads a corpus or runs a model ----------------------------------------------------
+
 TextCol = Annotated[Optional[str], typer.Option("--text-col", help="Text column(s) of a CSV/TSV/JSONL/parquet source; several joined by commas.")]
 LabelCol = Annotated[Optional[str], typer.Option("--label-col", help="Label column of a CSV/TSV/JSONL/parquet source.")]
-Config = Annotated[Optional[Path], typer.Option("--config", "-c", help="JSON file of config overrides (unknown keys are errors).")]
 Device = Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:N or mps; default: a GPU if present, else CPU.")]
-Set = Annotated[Optional[list[str]], typer.Option("--set", help="Override one config field, e.g. --set emb_sz=200 (repeatable; unknown keys are errors).")]
+# evaluate and predict: a batch size for inference only (no preset, no min_steps there).
+InferBs = Annotated[Optional[int], typer.Option("--bs", help="Documents per batch when predicting (default: the "
+                                                "model's training batch size, at least 64). Larger batches run "
+                                                "faster on a GPU and need more memory.")]
+
+# ---- pretrain and lm-finetune ---------------------------------------------------------------------------
+
+LmOut = Annotated[Path, typer.Option("--out", "-o", help=_OUT.format(
+    entries="model-best/, model-last/, checkpoint/", unless="--overwrite or --resume"))]
+Corpus = Annotated[str, typer.Argument(
+    help="Corpus: a registered dataset name or a path (folder, .tar.gz, .csv, .tsv, .jsonl, "
+    ".parquet). Labels are ignored; the test split is never read.")]
+Backwards = Annotated[bool, typer.Option(
+    "--backwards", help="Train on the reversed token stream (a backward LM, for a backward classifier).")]
+MaxDocs = Annotated[Optional[int], typer.Option(
+    "--max-docs", help="Use at most N documents of each split (train, unsup, valid): quick runs.")]
+Resume = Annotated[bool, typer.Option(
+    "--resume", help="Continue an interrupted run from OUT/checkpoint (same data and options).")]
+
+
+def train_lm(stage: str, src: str, out: Path, *, pretrained: str | None = None, preset: str, config: Path | None,
+             set_: list[str] | None, epochs: int | None, bs: int | None, seed: int, backwards: bool,
+             text_col: str | None, label_col: str | None, max_docs: int | None, resume: bool, overwrite: bool,
+             device: str | None) -> None:
+    """The body of `pretrain` (stage "pretrain") and `lm-finetune` ("finetune"): resolve and check the config
+    before any data is read, train, and print the best bundle and its validation metrics as the last line."""
+    overrides = {"epochs": epochs, "bs": bs}
+    cfg = resolve_config(preset, config_file=config, sets=set_, overrides=overrides)
+    from ulmfit.lm.train import finetune, pretrain  # torch and fastai: after the config is known to be good
+
+    common = dict(preset=preset, seed=seed, backwards=backwards, device=device, text_col=text_col,
+                  label_col=label_col, max_docs=max_docs, resume=resume, overwrite=overwrite)
+    if stage == "pretrain":
+        result = pretrain(src, out, cfg, **common)
+    else:  # the user's own keys are checked against the pretrained model's architecture and tokenizer
+        result = finetune(src, pretrained, out, cfg, explicit=explicit_keys(config, set_, overrides), **common)
+    best = result.metrics[result.best_epoch - 1] if result.best_epoch else {}
+    typer.echo(f"{result.best}\tvalid_loss {best.get('valid_loss', float('nan')):.4f}\t"
+               f"accuracy {best.get('accuracy') or 0:.4f}\tperplexity {best.get('perplexity') or 0:.2f}")
 
 
 def not_landed(command: str, issue: int) -> None:

@@ -7,7 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 
+from ulmfit.classify.config import resolve_config
 from ulmfit.cli._common import Bs, Config, Device, Epochs, LabelCol, Out, Overwrite, Preset, Seed, Set, TextCol
+from ulmfit.errors import UlmfitError
 
 Lm = Annotated[Optional[str], typer.Option(
     "--lm", help="LM bundle (the --out of `ulmfit lm-finetune` or `pretrain`) whose encoder, tokenizer and "
@@ -29,15 +31,11 @@ SelfTrain = Annotated[Optional[int], typer.Option(
     "--self-train", metavar="N", help="Self-training: a first classifier (the teacher, kept in OUT/teacher) labels "
     "N unlabeled texts, and the classifier written to OUT trains on its most confident labels as well as "
     "the real ones; validation uses real labels only. The texts come from --unlabeled, or else SRC's own "
-    "unlabeled rows (e.g. IMDb's unsup); never from a test split. Measured on IMDb with the classifier at its "
-    "former lr 5e-3 (N 4000, 3 seeds each): 100 labels +2.2 points (78.0% -> 80.2%), 1,000 labels +1.1 (85.8% "
-    "-> 86.9%), for 5-8 CPU minutes more; N 10000: 100 labels 79.8%. At today's lr 1e-2: N 4000, "
-    "100 labels 80.0% (3 seeds; teachers 77.8%); N 10000, 1,000 labels 87.9% (5 seeds; teachers 86.2%), "
-    "13 minutes more (docs/bench/imdb.md). Default 0 (off).")]
+    "unlabeled rows (e.g. IMDb's unsup); never from a test split. Costs a second classifier's training and "
+    "the labelling of N texts. Default 0 (off).")]
 SelfTrainKeep = Annotated[Optional[float], typer.Option(
     "--self-train-keep", metavar="FRAC", help="With --self-train: the fraction of the N pseudo-labels kept, the "
-    "most confident, the same number per predicted class (default 0.5). OUT/pseudo-labels.csv lists them. "
-    "Measured on IMDb, 1,000 labels, N 10000: 0.7 gave 87.7% over 3 seeds against 0.5's 87.9%, 1.0 lost on seed 0.")]
+    "most confident, the same number per predicted class (default 0.5). OUT/pseudo-labels.csv lists them.")]
 Unlabeled = Annotated[Optional[str], typer.Option(
     "--unlabeled", help="With --self-train: unlabeled texts to draw from (a dataset name or a path, as SRC; "
     "labels in it are ignored, its test split is never read).")]
@@ -49,8 +47,6 @@ def _class_weights(value: str | None):
     try:
         return [float(v) for v in value.split(",")]
     except ValueError:
-        from ulmfit.errors import UlmfitError
-
         raise UlmfitError(f"--class-weights {value!r}: expected none, balanced or numbers like 1,3") from None
 
 
@@ -60,7 +56,7 @@ def register(app: typer.Typer) -> None:
         "layer group) and, in the paper preset, gradual unfreezing.\n\n"
         "The schedule is printed before training. paper: the fastai course's on IMDb, the head alone, then one "
         "more layer group per stage, then all layers (--set schedule=gradual). small: every layer from the start "
-        "for 5 epochs (--set schedule=all-at-once), which scored higher on the language models a CPU can train. "
+        "for 5 epochs (--set schedule=all-at-once). "
         "--config FILE may give any list of stages. --epochs N keeps one epoch per unfreezing stage and gives "
         "the rest to the last one. With few training "
         "documents (fewer than min_steps optimizer steps in the whole schedule; 130 in the small and paper "
@@ -95,13 +91,12 @@ def register(app: typer.Typer) -> None:
         unlabeled: Unlabeled = None,
         device: Device = None,
     ) -> None:
-        from ulmfit.classify.config import resolve_config
-        from ulmfit.classify.train import train_classifier
-
         overrides = dict(bs=bs, seed=seed, from_scratch=from_scratch or None, backwards=backwards or None,
                          label_smoothing=label_smoothing, class_weights=_class_weights(class_weights),
                          max_train=max_train, self_train=self_train, self_train_keep=self_train_keep)
         cfg = resolve_config(preset, config_file=config, sets=set_, overrides=overrides, epochs=epochs)
+        from ulmfit.classify.train import train_classifier  # torch and fastai: after the config is known to be good
+
         result = train_classifier(src, lm=lm, out=out, config=cfg, text_col=text_col, label_col=label_col,
                                   device=device, unlabeled=unlabeled, overwrite=overwrite)
         typer.echo(f"{result.best}\tvalid accuracy {result.accuracy:.4f}\tmacro-F1 {result.valid['macro_f1']:.4f}")

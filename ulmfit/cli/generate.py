@@ -8,7 +8,7 @@ import typer
 
 from ulmfit.cli._common import Device
 
-Model = Annotated[str, typer.Argument(help="LM bundle, or a training run's --out directory (uses model-best), "
+Model = Annotated[str, typer.Argument(help="LM bundle, or the output folder of a training run (uses model-best), "
                                       "or a shared archive of either (URL or .tar.gz).")]
 Prompt = Annotated[str, typer.Argument(help="Text to continue.")]
 Words = Annotated[int, typer.Option("--words", "-n", help="Words to generate after the prompt.")]

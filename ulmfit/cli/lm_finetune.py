@@ -6,14 +6,13 @@ from typing import Annotated
 
 import typer
 
-from ulmfit.cli._common import Bs, Config, Device, Epochs, LabelCol, Out, Overwrite, Preset, Seed, Set, TextCol
-from ulmfit.cli.pretrain import Backwards, MaxDocs, Resume, Src, echo_result, lm_options
+from ulmfit.cli._common import (Backwards, Bs, Config, Corpus, Device, Epochs, LabelCol, LmOut, MaxDocs, Overwrite,
+                                Preset, Resume, Seed, Set, TextCol, train_lm)
 
 Pretrained = Annotated[str, typer.Option(
     "--pretrained", help="An LM bundle (the --out of `ulmfit pretrain`), or a folder with fastai's WikiText-103 "
     "files (lstm_fwd.pth or lstm_bwd.pth + itos_wt103.pkl), or wt103; or a shared archive of either (an "
     "http(s):// or file:// URL or a .tar.gz file, optionally ending in #sha256=<hex>).")]
-
 
 HELP = (
     "Fine-tune a pretrained language model on a domain corpus.\n\n"
@@ -27,9 +26,9 @@ HELP = (
 def register(app: typer.Typer) -> None:
     @app.command("lm-finetune", help=HELP)
     def lm_finetune(
-        src: Src,
+        src: Corpus,
         pretrained: Pretrained,
-        out: Out,
+        out: LmOut,
         preset: Preset = "small",
         config: Config = None,
         set_: Set = None,
@@ -44,10 +43,6 @@ def register(app: typer.Typer) -> None:
         overwrite: Overwrite = False,
         device: Device = None,
     ) -> None:
-        from ulmfit.lm.train import finetune
-
-        cfg, explicit = lm_options(preset, config, set_, epochs, bs)
-        result = finetune(src, pretrained, out, cfg, preset=preset, explicit=explicit, seed=seed,
-                          backwards=backwards, device=device, text_col=text_col, label_col=label_col,
-                          max_docs=max_docs, resume=resume, overwrite=overwrite)
-        echo_result(result)
+        train_lm("finetune", src, out, pretrained=pretrained, preset=preset, config=config, set_=set_, epochs=epochs,
+                 bs=bs, seed=seed, backwards=backwards, text_col=text_col, label_col=label_col, max_docs=max_docs,
+                 resume=resume, overwrite=overwrite, device=device)

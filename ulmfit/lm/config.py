@@ -1,21 +1,22 @@
 """Language-model configuration: one typed dataclass, presets as plain data, and the resolved schedule.
 
-Resolution order (later wins): preset → `--config file.json` → `--set key=value` → explicit options
-(`--epochs`, `--bs`). Unknown keys are errors that list the valid ones. Everything is validated before any data
-is read or any model is built. Only the standard library is imported here (the CLI imports it eagerly).
+Resolution (`ulmfit.config`, shared with the classifier; later wins): preset → `--config file.json` →
+`--set key=value` → explicit options (`--epochs`, `--bs`). Unknown keys are errors that list the valid ones.
+Everything is validated before any data is read or any model is built. Only the standard library is imported
+here (the CLI imports it eagerly).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ulmfit.errors import UlmfitError
+from ulmfit import config as engine
 from ulmfit.runtime import PRECISIONS
+from ulmfit.errors import UlmfitError
 
 
 @dataclass
@@ -85,32 +86,36 @@ ARCH_KEYS = ("emb_sz", "n_hid", "n_layers", "tie_weights", "out_bias", "drop_mul
              "output_p", "hidden_p", "input_p", "embed_p", "weight_p")
 TOKENIZER_KEYS = ("tokenizer", "lang", "max_vocab", "min_freq", "sp_vocab_size", "sp_model_type")
 
-# Presets change only what differs from the defaults above (which are the ULMFiT paper's model).
+# Presets: only what differs from the defaults above (which are the ULMFiT paper's model), one reason a knob.
 PRESETS: dict[str, dict[str, Any]] = {
-    # Tests and smoke runs: trains in seconds on one core; no dropout so it can fit a toy corpus quickly.
-    # bs x seq_len small so that a few hundred short documents still give ~150 optimizer steps per epoch.
-    # fp32 everywhere: a test's numbers must not depend on whether the CPU has bf16.
-    "tiny": dict(emb_sz=32, n_hid=64, n_layers=2, drop_mult=0.0, alpha=0.0, beta=0.0,
-                 epochs=2, bs=8, seq_len=24, lr=2e-2, ft_frozen_lr=1e-2, ft_lr=5e-3, wd=0.01,
-                 max_vocab=2000, min_freq=1, sp_vocab_size=500, precision="fp32"),
-    # CPU: on 2 cores an LM sees a few million tokens an hour, so the winner is the model that learns most per
-    # CPU minute (docs/bench/imdb.md, "LM quality per CPU minute"): 200/512, 2 layers, an 8k-word vocabulary
-    # (the softmax dominates small models; 3x the tokens/s of the old 256/768 + 16k words: 3,044 vs 1,025 in
-    # full IMDb runs), light dropout (one pass over the data does not overfit) and a higher peak lr (1e-2: 0.07
-    # bits/char better than 5e-3). The batch depends on how much text there is (docs/bench/imdb.md, seventh and
-    # eighth passes): on little text steps are what is short, and bs 16 wins (one epoch over 3,000 reviews, 440
-    # steps at bs 32: 1.505 bits/char against 1.551 at bs 32, 1.626 at bs 64; the quickstart's perplexity 110
-    # against 125); on all 73,500 IMDb reviews (10,800 steps at bs 32) bs 32 wins (perplexity 48.2 against 50.8,
-    # classifier 85.9% against 85.3%). min_steps 2,000 sits between the two measured regimes: runs shorter than
-    # that at bs 32 train at bs 16. Two cores run about as many tokens a second at either batch size.
-    # drop_mult 0.2 even for one pass over the text: one epoch over all of IMDb at drop_mult 0 gave a better LM
-    # (perplexity 47.1 against 48.2) in 53 minutes against 66, but its self-trained classifiers lost on all three
-    # seeds (1,000 labels: 87.0% against 87.6%; docs/bench/imdb.md, ninth pass).
-    "small": dict(emb_sz=200, n_hid=512, n_layers=2, drop_mult=0.2,
-                  epochs=2, bs=32, min_steps=2000, seq_len=64, lr=1e-2, max_vocab=8000, min_freq=3,
-                  sp_vocab_size=8000),
+    # Tests and smoke runs: trains in seconds on one core.
+    "tiny": dict(
+        emb_sz=32, n_hid=64, n_layers=2,  # the smallest model that still learns a toy corpus
+        drop_mult=0.0,                    # no dropout: a toy corpus must be fitted in a few steps
+        alpha=0.0, beta=0.0,              # no AR/TAR either, for the same reason
+        epochs=2,                         # enough to see the loss fall in a test
+        bs=8, seq_len=24,                 # small batches of short sequences: a few hundred documents give many steps
+        lr=2e-2, ft_frozen_lr=1e-2, ft_lr=5e-3,  # higher than the paper's: few steps to learn in
+        wd=0.01,                          # little weight decay: the model is far from overfitting
+        max_vocab=2000, min_freq=1,       # a toy corpus has few words; keep every one of them
+        sp_vocab_size=500,                # sentencepiece on a toy corpus: a small vocabulary
+        precision="fp32",                 # a test's numbers must not depend on whether the CPU has bf16
+    ),
+    # A CPU (two cores see a few million tokens an hour): the model that learns most per CPU minute.
+    "small": dict(
+        emb_sz=200, n_hid=512, n_layers=2,  # a smaller LSTM: more of the text is read in the time there is
+        drop_mult=0.2,                    # light dropout: one or two passes over the text do not overfit, and the
+                                          # classifier fine-tuned on this LM still gains from some
+        epochs=2,                         # a CPU has time for few passes
+        bs=32,                            # parallel streams: fewer than the paper's 64, so more optimizer steps
+        min_steps=2000,                   # on little text steps are what is short: train at bs 16 below this
+        seq_len=64,                       # a little shorter BPTT: cheaper steps
+        lr=1e-2,                          # a higher peak lr: few epochs to learn in
+        max_vocab=8000, min_freq=3,       # the softmax dominates a small model's cost: a small vocabulary
+        sp_vocab_size=8000,               # sentencepiece: the same vocabulary size as the word vocabulary
+    ),
     # The ULMFiT paper (Howard & Ruder 2018) / fastai: 400/1152/3, fastai's AWD-LSTM dropouts, AR 2 / TAR 1,
-    # tied weights, 60k-word vocabulary. Meant for a GPU.
+    # tied weights, a 60k-word vocabulary: the defaults above. Meant for a GPU.
     "paper": dict(),
 }
 
@@ -120,98 +125,23 @@ def preset_names() -> list[str]:
 
 
 def field_names() -> list[str]:
-    return [f.name for f in fields(LMConfig)]
-
-
-def _unknown(keys: Iterable[str], where: str) -> None:
-    bad = [k for k in keys if k not in field_names()]
-    if bad:
-        raise UlmfitError(f"unknown config key{'s' if len(bad) > 1 else ''} {', '.join(map(repr, bad))} in {where}",
-                          hint=f"valid keys: {', '.join(field_names())}")
-
-
-def _coerce(name: str, value: Any) -> Any:
-    """Convert a JSON value or a --set string to the field's type; errors name the key."""
-    ftype = {f.name: f.type for f in fields(LMConfig)}[name]
-    try:
-        if isinstance(value, str):
-            s = value.strip()
-            if ftype == "bool":
-                low = s.lower()
-                if low not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
-                    raise ValueError(s)
-                return low in ("1", "true", "yes", "on")
-            if ftype == "int":
-                return int(s)
-            if ftype == "float":
-                return float(s)
-            if ftype.startswith("tuple"):
-                parts = json.loads(s) if s.startswith("[") else [p for p in s.strip("()").split(",") if p.strip()]
-                return tuple(float(p) for p in parts)
-            return s
-        if ftype == "bool":
-            if not isinstance(value, bool):
-                raise ValueError(value)
-            return value
-        if ftype == "int":
-            if isinstance(value, bool) or not isinstance(value, int) and not (isinstance(value, float)
-                                                                              and value.is_integer()):
-                raise ValueError(value)
-            return int(value)
-        if ftype == "float":
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ValueError(value)
-            return float(value)
-        if ftype.startswith("tuple"):
-            return tuple(float(v) for v in value)
-        if not isinstance(value, str):
-            raise ValueError(value)
-        return value
-    except (ValueError, TypeError):
-        raise UlmfitError(f"config key {name!r}: cannot use {value!r} (expected {ftype})",
-                          hint=f"e.g. --set {name}={getattr(LMConfig(), name)!r}".replace("'", "")) from None
+    return engine.field_names(LMConfig)
 
 
 def parse_sets(items: Iterable[str] | None) -> dict[str, Any]:
     """`["emb_sz=200", "drop_mult=0.3"]` → {"emb_sz": 200, "drop_mult": 0.3} (unknown keys are errors)."""
-    out: dict[str, Any] = {}
-    for item in items or []:
-        if "=" not in item:
-            raise UlmfitError(f"--set {item!r} is not key=value", hint="e.g. --set emb_sz=200")
-        k, v = item.split("=", 1)
-        k = k.strip()
-        _unknown([k], "--set")
-        out[k] = _coerce(k, v)
-    return out
+    return engine.parse_sets(LMConfig, items)
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
-    p = Path(path)
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UlmfitError(f"config file not found: {p}") from None
-    except (OSError, ValueError) as e:
-        raise UlmfitError(f"cannot read config file {p}: {e}", hint="it must be a JSON object of key: value") from None
-    if not isinstance(data, dict):
-        raise UlmfitError(f"config file {p} must hold a JSON object", hint='e.g. {"emb_sz": 200, "epochs": 3}')
-    _unknown(data, str(p.name))
-    return {k: _coerce(k, v) for k, v in data.items()}
+    return engine.read_config_file(LMConfig, path)
 
 
 def resolve_config(preset: str = "small", *, config_file: str | Path | None = None,
                    sets: Iterable[str] | None = None, overrides: Mapping[str, Any] | None = None) -> LMConfig:
     """preset → config file → --set → overrides (explicit options; None values are ignored); validated."""
-    if preset not in PRESETS:
-        raise UlmfitError(f"unknown preset {preset!r}", hint=f"choose one of: {', '.join(PRESETS)}")
-    values: dict[str, Any] = dict(PRESETS[preset])
-    if config_file is not None:
-        values.update(read_config_file(config_file))
-    values.update(parse_sets(sets))
-    given = {k: v for k, v in (overrides or {}).items() if v is not None}
-    _unknown(given, "options")
-    values.update({k: _coerce(k, v) for k, v in given.items()})
-    cfg = LMConfig(**values)
+    engine.check_preset(PRESETS, preset)
+    cfg = engine.from_preset(LMConfig, PRESETS, preset, engine.user_values(LMConfig, config_file, sets, overrides))
     validate(cfg)
     return cfg
 
@@ -219,11 +149,7 @@ def resolve_config(preset: str = "small", *, config_file: str | Path | None = No
 def explicit_keys(config_file: str | Path | None, sets: Iterable[str] | None,
                   overrides: Mapping[str, Any] | None = None) -> set[str]:
     """Keys the user set explicitly (not from the preset): lm-finetune checks them against the pretrained model."""
-    keys = set(parse_sets(sets))
-    if config_file is not None:
-        keys |= set(read_config_file(config_file))
-    keys |= {k for k, v in (overrides or {}).items() if v is not None}
-    return keys
+    return set(engine.user_values(LMConfig, config_file, sets, overrides))
 
 
 def validate(cfg: LMConfig) -> None:
@@ -310,13 +236,13 @@ def format_schedule(phases: list[Phase]) -> str:
 def format_config(cfg: LMConfig) -> str:
     d = cfg.to_dict()
     groups = (("model", ARCH_KEYS + ("alpha", "beta")),
-              ("training", ("epochs", "bs", "min_steps", "seq_len", "lr", "ft_frozen_lr", "ft_freeze_epochs", "ft_lr", "ft_extend_vocab", "moms",
-                            "pct_start", "wd", "clip")),
+              ("training", ("epochs", "bs", "min_steps", "seq_len", "lr", "ft_frozen_lr", "ft_freeze_epochs", "ft_lr",
+                            "ft_extend_vocab", "moms", "pct_start", "wd", "clip")),
               ("tokenizer", TOKENIZER_KEYS))
     return "\n".join(f"  {name}: " + ", ".join(f"{k}={d[k]}" for k in keys) for name, keys in groups)
 
 
-MIN_BS = 16  # fit_min_steps halves bs no further (bs 8 learns a little more per token but runs 25% slower)
+MIN_BS = 16  # fit_min_steps halves bs no further: smaller batches run slower per token on a CPU
 
 
 def fit_min_steps(cfg: LMConfig, n_tokens: int, epochs: int) -> tuple[LMConfig, str | None]:
@@ -325,9 +251,7 @@ def fit_min_steps(cfg: LMConfig, n_tokens: int, epochs: int) -> tuple[LMConfig, 
     def steps(bs: int) -> int:
         return n_tokens // (bs * cfg.seq_len) * epochs
 
-    bs = cfg.bs
-    while cfg.min_steps > 0 and bs // 2 >= MIN_BS and steps(bs) < cfg.min_steps:
-        bs //= 2
+    bs = engine.halve_batch(cfg.bs, MIN_BS, lambda b: cfg.min_steps <= 0 or steps(b) >= cfg.min_steps)
     if bs == cfg.bs:
         return cfg, None
     return dataclasses.replace(cfg, bs=bs), (
