@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from ulmfit.classify import Classifier, resolve_config, train_classifier
-from ulmfit.classify.train import best_epoch
+from ulmfit.classify.selection import best_epoch
 from ulmfit.cli.main import main
 from ulmfit.data import Corpus
 from ulmfit.errors import UlmfitError
@@ -245,7 +245,7 @@ def test_best_margin_must_not_be_negative() -> None:
 
 
 def test_balanced_class_weights() -> None:
-    from ulmfit.classify.train import class_weight_vector
+    from ulmfit.classify.data import class_weight_vector
 
     cfg = resolve_config("tiny", overrides={"class_weights": "balanced"})
     w = class_weight_vector(cfg, ["a", "b"], ["a"] * 90 + ["b"] * 10)
@@ -316,7 +316,7 @@ def test_a_token_store_of_another_vocab_is_refused(lm, bwd_lm, tmp_path, capsys)
     """A cached token store that does not hold the LM's ids (a stale or tampered cache) is caught before
     training: the classifier would otherwise read the wrong embedding rows."""
     from ulmfit.bundle import read_bundle
-    from ulmfit.classify.train import prepare_corpus
+    from ulmfit.classify.data import prepare_corpus
     from ulmfit.store import build_store
 
     data = labelled(40, 20, seed=6, valid_rare=False)

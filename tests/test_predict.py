@@ -16,7 +16,7 @@ from ulmfit.classify import Classifier
 from ulmfit.classify.config import resolve_config
 from ulmfit.classify.model import build_model, pad_batch
 from ulmfit.classify.predict import predict_file
-from ulmfit.classify.train import bundle_config, save_classifier
+from ulmfit.classify.artifact import bundle_config, save_classifier
 from ulmfit.cli.main import main
 from ulmfit.errors import UlmfitError
 
@@ -216,3 +216,138 @@ def test_a_language_model_is_refused(tmp_path, capsys) -> None:
     src.write_text("good film\n")
     assert main(["predict", str(lm), "--input", str(src), "--output", "-"]) == 1
     assert "holds a language model, but a classifier is needed" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------- long and odd input
+
+def _long_text(n_chars: int, seed: int = 0) -> str:
+    """Review-like text (capitals, punctuation, repeats) of exactly `n_chars` characters, on one line."""
+    rng = np.random.default_rng(seed)
+    words = [*WORDS, "Great", "AWFUL", "film.", "(really)", "it's", "don't", "!!!", "<br />", "I", ":)"]
+    text = ""
+    while len(text) < n_chars:
+        text += " ".join(rng.choice(words, size=200)) + " "
+    return text[:n_chars]
+
+
+def test_time_is_linear_in_document_length(clf) -> None:
+    """Ten times the text takes about ten times as long (tokenizer and encoder); a quadratic step would show as
+    ~100x. CPU time of this process, best of a few runs, so other processes on the machine matter little."""
+    import time
+
+    def cpu_seconds(text: str, runs: int) -> float:
+        best = float("inf")
+        for _ in range(runs):
+            t = time.process_time()
+            clf.predict_proba([text], max_chars=0)
+            best = min(best, time.process_time() - t)
+        return best
+
+    short, long = _long_text(4_000, seed=1), _long_text(40_000, seed=2)
+    cpu_seconds(short, 1)  # warm-up: tokenizer caches, kernels
+    ratio = cpu_seconds(long, 2) / cpu_seconds(short, 5)
+    assert ratio < 25, f"10x longer text took {ratio:.1f}x as long"
+
+
+def test_long_documents_are_cut_to_max_chars_with_a_warning(clf, model_dir, tmp_path, capsys) -> None:
+    texts = [_long_text(300, seed=3), "the film was good", _long_text(120, seed=4)]
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(texts) + "\n")
+    out = tmp_path / "out.jsonl"
+    assert main(["predict", str(model_dir), "--input", str(src), "--output", str(out), "--max-chars", "100"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: in.txt: 2 document(s) longer than 100 characters were classified from their first 100" in err
+    got = [json.loads(line)["probs"]["pos"] for line in out.read_text().splitlines()]
+    cut = clf.predict_proba([t[:100] for t in texts], max_chars=0)[:, 1]
+    np.testing.assert_allclose(got, cut, atol=1e-5)
+    whole = clf.predict_proba(texts, max_chars=0)[:, 1]
+    assert abs(whole[0] - cut[0]) > 1e-4  # the limit did change what was read
+    # 0 lifts the limit: every document read whole, no warning
+    assert main(["predict", str(model_dir), "--input", str(src), "--output", str(out), "--max-chars", "0"]) == 0
+    assert "longer than" not in capsys.readouterr().err
+    np.testing.assert_allclose([json.loads(x)["probs"]["pos"] for x in out.read_text().splitlines()], whole, atol=1e-5)
+    # the Python API has the same limit (default MAX_CHARS), reported as a UserWarning
+    with pytest.warns(UserWarning, match=r"1 document\(s\) longer than 100 characters.*max_chars=0"):
+        np.testing.assert_allclose(clf.predict_proba(texts[:2], max_chars=100)[:, 1], cut[:2], atol=1e-6)
+    assert main(["predict", str(model_dir), "--input", str(src), "--output", str(out), "--max-chars", "-1"]) == 1
+    assert "--max-chars must be 0 (no limit) or more" in capsys.readouterr().err
+
+
+def test_input_that_is_not_utf8_is_read_with_a_warning(clf, model_dir, tmp_path, capsys) -> None:
+    src = tmp_path / "latin1.txt"
+    src.write_bytes("the film was good\n".encode() + "caf\u00e9 plot was dull\n".encode("latin-1") +
+                    b"\xff\xfe awful acting\n")
+    out = tmp_path / "out.csv"
+    assert main(["predict", str(model_dir), "--input", str(src), "--output", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "warning: latin1.txt: 2 document(s) had bytes that are not UTF-8; they were replaced by U+FFFD" in err
+    rows = list(csv.DictReader(open(out)))
+    texts = src.read_bytes().decode("utf-8", errors="replace").splitlines()
+    np.testing.assert_allclose([float(r["prob_pos"]) for r in rows], clf.predict_proba(texts)[:, 1], atol=1e-5)
+    # a UTF-8 file holding a real U+FFFD is not warned about
+    src.write_text("the film \ufffd was good\n", encoding="utf-8")
+    assert main(["predict", str(model_dir), "--input", str(src), "--output", str(out)]) == 0
+    assert "not UTF-8" not in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------- the output file
+
+def test_unwritable_output_fails_before_the_model_is_loaded(tmp_path, capsys) -> None:
+    """A model path that does not exist would fail at load: the output error coming first shows the order."""
+    src = tmp_path / "in.txt"
+    src.write_text("good film\n")
+    (tmp_path / "a-file").write_text("x")
+    (tmp_path / "folder.csv").mkdir()
+    cases = [
+        (tmp_path / "a-file" / "out.csv", "a-file is a file, not a folder"),
+        (tmp_path / "folder.csv", "is a folder"),
+        (Path("/dev/null"), "is not a regular file"),
+    ]
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for out, message in cases:
+        argv = ["predict", str(tmp_path / "no-model"), "--input", str(src), "--output", str(out),
+                "--output-format", "csv"]
+        assert main(argv) == 1, out
+        err = capsys.readouterr().err
+        assert message in err and "no model at" not in err, (out, err)
+        assert len(err.strip().splitlines()) == 2  # error + hint, no traceback
+    assert sorted(p.name for p in tmp_path.iterdir()) == before and not any((tmp_path / "folder.csv").iterdir())
+
+
+def test_an_existing_file_is_replaced_only_if_predict_wrote_it(model_dir, tmp_path, capsys) -> None:
+    src = tmp_path / "in.txt"
+    src.write_text("good film\nbad plot\n")
+    mine = tmp_path / "notes.csv"
+    mine.write_text("id,comment\n1,keep me\n")
+    run = ["predict", str(model_dir), "--input", str(src), "--output"]
+    assert main([*run, str(mine)]) == 1
+    err = capsys.readouterr().err
+    assert "notes.csv already exists and is not an earlier output" in err and "--overwrite to replace" in err
+    assert mine.read_text() == "id,comment\n1,keep me\n"
+    assert main([*run, str(mine), "--overwrite"]) == 0
+    assert mine.read_text().startswith("label,prob_neg,prob_pos\n")
+    # earlier outputs (CSV or JSONL, whichever format is written now) and empty files are replaced as they are
+    for name in ("earlier.csv", "earlier.jsonl"):
+        assert main([*run, str(tmp_path / name)]) == 0
+        assert main([*run, str(tmp_path / name), "--output-format", "jsonl"]) == 0
+        assert json.loads((tmp_path / name).read_text().splitlines()[1])["label"] in ("neg", "pos")
+    (tmp_path / "empty.csv").write_text("")
+    assert main([*run, str(tmp_path / "empty.csv")]) == 0
+    capsys.readouterr()
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary files left
+
+
+@pytest.mark.parametrize("content, ours", [
+    ("label,prob_neg,prob_pos\npos,0.1,0.9\n", True),
+    ('{"label": "pos", "probs": {"neg": 0.1, "pos": 0.9}}\n', True),
+    ("label,score\npos,0.9\n", False),
+    ('{"label": "pos"}\n', False),
+    ("[1, 2]\n", False),
+    ("text\ngood film\n", False),
+])
+def test_what_counts_as_an_earlier_prediction_file(content, ours, tmp_path) -> None:
+    from ulmfit.classify.predict import is_prediction_file
+
+    path = tmp_path / "f"
+    path.write_text(content)
+    assert is_prediction_file(path) is ours

@@ -242,11 +242,11 @@ def test_staging_left_by_a_killed_run_is_removed_by_the_next(work, tmp_path) -> 
 
 def test_an_interrupted_classifier_keeps_its_last_finished_epoch(work, tmp_path, monkeypatch, capsys) -> None:
     """Ctrl-C / SIGTERM in the middle of epoch 2: model-last holds epoch 1's weights, labelled epoch 1."""
-    import ulmfit.classify.train as train_mod
+    import ulmfit.classify.fit as fit_mod
     from ulmfit.classify.model import snapshot
 
     seen: dict = {}
-    real = train_mod._epoch_callback
+    real = fit_mod.epoch_callback
 
     def interrupting(stage_of, on_epoch):
         cb = real(stage_of, on_epoch)
@@ -264,7 +264,7 @@ def test_an_interrupted_classifier_keeps_its_last_finished_epoch(work, tmp_path,
         cb.after_batch, cb.after_epoch = stop_in_epoch_2, remember
         return cb
 
-    monkeypatch.setattr(train_mod, "_epoch_callback", interrupting)
+    monkeypatch.setattr(fit_mod, "epoch_callback", interrupting)
     out = tmp_path / "interrupted"
     assert _classify(work, out, "--config", str(_one_stage(tmp_path)), "--bs", "8") == 130
     meta = json.loads((out / "model-last" / "meta.json").read_text())

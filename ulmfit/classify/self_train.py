@@ -4,35 +4,36 @@ classifier trains on both from the same LM (`ulmfit classify --self-train N`).
 The recipe, top to bottom:
     pool      the unlabeled texts: `--unlabeled SRC` (every row but its test split), or SRC's own unlabeled rows
               (IMDb's `unsup`); never a text of SRC's labelled rows, never a test row
-    teacher   `train_classifier` on the labelled data -> OUT/teacher/model-best
+    teacher   `fit_classifier` on the labelled data -> OUT/teacher/model-best
     label     the teacher's probabilities for N texts drawn from the pool (seeded)
     keep      per predicted class, the most confident `keep * N / classes` of them (balanced, so that the
               teacher's bias toward one class is not amplified)
-    student   `train_classifier` on pseudo-labelled + labelled training documents -> OUT/model-best; the
+    student   `fit_classifier` on pseudo-labelled + labelled training documents -> OUT/model-best; the
               validation split keeps its real labels only, so model selection is as honest as without
 
-Measured on IMDb (docs/bench/imdb.md, seventh pass; N 4,000, keep 0.5): the student beat its teacher in every
-one of 6 runs, with 100 labels by +1.5, +2.0, +3.3 points (78.0% -> 80.2% on average) and with 1,000 labels by
-+0.5, +1.6, +1.2 (85.8% -> 86.9%), for 5-8 more minutes on 2 CPU cores.
+What it gains over the teacher, measured: BENCHMARKS.md.
 """
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from ulmfit._io import read_json, write_json
+from ulmfit._rundir import staged_entries
+from ulmfit.classify.classifier import Classifier
 from ulmfit.classify.config import ClassifierConfig
+from ulmfit.classify.data import prepare_corpus
+from ulmfit.classify.fit import TrainResult, fit_classifier
+from ulmfit.data import Corpus, load_corpus
 from ulmfit.errors import UlmfitError
-
-if TYPE_CHECKING:
-    from ulmfit.classify.train import TrainResult
-    from ulmfit.data import Corpus
 
 TEACHER = "teacher"
 PSEUDO_LABELS = "pseudo-labels.csv"
@@ -58,8 +59,6 @@ def draw_texts(pool: list[str], n: int, seed: int) -> list[str]:
 
 def student_corpus(labelled: Corpus, texts: list[str], pseudo: list[str]) -> Corpus:
     """The student's data: the pseudo-labelled texts as training documents, then every row of `labelled`."""
-    from ulmfit.data import Corpus
-
     return Corpus(texts + labelled.texts, pseudo + labelled.labels, ["train"] * len(texts) + labelled.splits,
                   f"{labelled.name}+pseudo{len(texts)}")
 
@@ -67,8 +66,6 @@ def student_corpus(labelled: Corpus, texts: list[str], pseudo: list[str]) -> Cor
 def unlabeled_pool(src: Corpus, unlabeled: str | Path | Corpus | None, *, text_col: str | None) -> list[str]:
     """The texts self-training may label: `unlabeled` minus its test split, or else SRC's unlabeled non-test
     rows; texts of SRC's labelled rows are left out (a validation text must never come back as training data)."""
-    from ulmfit.data import Corpus, load_corpus
-
     if unlabeled is None:
         texts = [t for t, y, s in zip(src.texts, src.labels, src.splits) if y is None and s != "test"]
         where = f"{src.name} has no unlabeled documents"
@@ -92,11 +89,6 @@ def self_train(src: str | Path | Corpus, *, lm: str | Path, out: str | Path, con
     confident of them plus the labels. Writes OUT/model-best and OUT/model-last (the student: returned, with
     the self-training summary in meta.json), OUT/teacher/ and OUT/pseudo-labels.csv (every kept label), all
     at once when the student is done: an error or Ctrl-C on the way leaves OUT as it was."""
-    from ulmfit._rundir import staged_entries
-    from ulmfit.classify.classifier import Classifier
-    from ulmfit.classify.train import prepare_corpus, train_classifier
-    from ulmfit.data import Corpus, load_corpus
-
     cfg = config
     if cfg.from_scratch:
         raise UlmfitError("self-training starts from a language model; it does not combine with --from-scratch",
@@ -113,8 +105,8 @@ def self_train(src: str | Path | Corpus, *, lm: str | Path, out: str | Path, con
             log(line.replace(str(stage / TEACHER), str(out / TEACHER)).replace(str(stage / "student"), str(out)))
 
         log(f"self-training: the teacher trains on {labelled.splits.count('train'):,} labelled documents")
-        teacher = train_classifier(labelled, lm=lm, out=stage / TEACHER, config=plain, device=device,
-                                   log=log_final)
+        (stage / TEACHER).mkdir()
+        teacher = fit_classifier(labelled, lm=lm, out=stage / TEACHER, config=plain, device=device, log=log_final)
 
         texts = draw_texts(pool, cfg.self_train, cfg.seed)
         log(f"self-training: the teacher labels {len(texts):,} of {len(pool):,} unlabeled documents")
@@ -133,8 +125,9 @@ def self_train(src: str | Path | Corpus, *, lm: str | Path, out: str | Path, con
         log(f"self-training: kept {len(keep):,} ({', '.join(f'{lab} {n:,}' for lab, n in counts.items())}), "
             f"confidence >= {summary['min_confidence']:.3f}; the student trains on them and the labels")
         student_data = student_corpus(labelled, [texts[i] for i in keep], pseudo)
-        student = train_classifier(student_data, lm=lm, out=stage / "student", config=plain, device=device,
-                                   log=log_final)
+        (stage / "student").mkdir()
+        student = fit_classifier(student_data, lm=lm, out=stage / "student", config=plain, device=device,
+                                 log=log_final)
         _write_pseudo_labels(stage / "student" / PSEUDO_LABELS, [texts[i] for i in keep], pseudo, conf)
         for name in ("model-best", "model-last"):
             _record(stage / "student" / name, summary, cfg)
@@ -149,8 +142,6 @@ def self_train(src: str | Path | Corpus, *, lm: str | Path, out: str | Path, con
 def _record(bundle: Path, summary: dict[str, Any], cfg: ClassifierConfig) -> None:
     """The student bundle says how it was made: the summary in meta.json, the run's own self_train settings in
     config.json (the student itself trained as a plain classifier)."""
-    from ulmfit._io import read_json, write_json
-
     meta = read_json(bundle / "meta.json")
     meta["self_train"] = summary
     write_json(bundle / "meta.json", meta)
@@ -160,8 +151,6 @@ def _record(bundle: Path, summary: dict[str, Any], cfg: ClassifierConfig) -> Non
 
 
 def _write_pseudo_labels(path: Path, texts: list[str], labels: list[str], conf: np.ndarray) -> None:
-    import csv
-
     with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["text", "label", "confidence"])

@@ -1,0 +1,229 @@
+"""One classifier on a fine-tuned LM encoder (gradual unfreezing or all at once), read top to bottom:
+
+    setup    resolve the LM bundle (or --from-scratch), read the labelled corpus, numericalize it with the
+             LM's own tokenizer and vocab (never a new vocab: the encoder's embedding rows are that vocab)
+    build    fastai's get_text_classifier(AWD_LSTM) with the LM's sizes; the LM's encoder weights loaded in
+    fit      one fastai `fit_one_cycle` per schedule stage (freeze_to / unfreeze + discriminative lrs),
+             valid loss / accuracy / macro-F1 after every epoch, the best epoch's weights kept in memory
+    choose   model-best is the best epoch only when it beats the last by more than validation noise
+             (`selection.best_epoch`); both scored as `predict` scores them, a temperature fitted
+    save     OUT/model-best and OUT/model-last, complete classifier bundles, published together
+
+OUT is already checked and locked by the caller (`ulmfit.classify.train.train_classifier`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ulmfit._rundir import staged_entries
+from ulmfit.bundle import check_direction, direction_name, read_bundle
+from ulmfit.classify.artifact import bundle_config, portable, save_classifier
+from ulmfit.classify.config import ClassifierConfig, fit_min_steps
+from ulmfit.classify.data import class_weight_vector, prepare_corpus
+from ulmfit.classify.learner import epoch_callback, make_learner
+from ulmfit.classify.model import build_model, load_encoder, snapshot
+from ulmfit.classify.selection import best_epoch, log_calibration, valid_report
+from ulmfit.errors import UlmfitError
+from ulmfit.lm.config import resolve_config as lm_config
+from ulmfit.loaders import clas_dataloaders
+from ulmfit.runtime import apply_precision, resolve_device, resolve_precision, seed_all, set_threads
+from ulmfit.store import build_store
+from ulmfit.tokenize import TokenizerSpec, check_compatible
+
+FEW_STEPS = 50  # fewer optimizer steps than this in the whole schedule: warn (an epoch may be one or two steps)
+
+
+@dataclass
+class TrainResult:
+    out: Path  # the run directory
+    best: Path  # OUT/model-best
+    last: Path  # OUT/model-last
+    labels: list[str]
+    metrics: list[dict[str, Any]]  # one dict per epoch
+    best_epoch: int
+    valid: dict[str, Any]  # classification_report of model-best on the valid split
+    config: ClassifierConfig
+    seconds: float
+    interrupted: bool = False
+
+    @property
+    def accuracy(self) -> float:
+        return float(self.valid["accuracy"])
+
+
+@dataclass
+class _Setup:
+    cfg: ClassifierConfig
+    bundle: Any  # the LM bundle, None with --from-scratch
+    arch: dict[str, Any]
+    corpus: Any
+    labels: list[str]
+    counts: dict[str, dict[str, int]]
+    weights: list[float] | None
+    store: Any
+    device: Any
+
+
+def fit_classifier(src, *, lm, out: Path, config: ClassifierConfig, text_col: str | None = None,
+                   label_col: str | None = None, device: str | None = None,
+                   log: Callable[[str], None] = print) -> TrainResult:
+    """Train one classifier on SRC with the encoder, tokenizer and vocab of the LM bundle `lm`; write
+    OUT/model-best and OUT/model-last. Ctrl-C after the first epoch saves what finished, then re-raises."""
+    set_threads()  # ULMFIT_THREADS, as for the language model
+    t0 = time.time()
+    s = _setup(src, lm, config, text_col, label_col, device, log)
+    learn, model = _build(s, log)
+    history, best, last_state, interrupted = _fit(learn, s.cfg, log)
+    result = _choose_and_save(s, model, lm, out, history, best, last_state, interrupted, t0, log)
+    if interrupted:
+        raise KeyboardInterrupt
+    return result
+
+
+def _setup(src, lm, cfg: ClassifierConfig, text_col, label_col, device, log) -> _Setup:
+    """The LM, then the data: numericalized with the LM's tokenizer and vocab."""
+    if cfg.from_scratch:
+        if lm is not None:
+            raise UlmfitError("--from-scratch trains without a language model, but --lm was given",
+                              hint="drop one of --lm and --from-scratch")
+        bundle, arch = None, lm_config(cfg.preset).arch()
+    else:
+        if lm is None:
+            raise UlmfitError("no language model given", hint="pass --lm LM_BUNDLE (the output of `ulmfit "
+                              "lm-finetune` or `pretrain`), or --from-scratch for the baseline without one")
+        bundle = read_bundle(lm, stage="lm")
+        check_direction(bundle, cfg.backwards)
+        arch = bundle.arch
+    dev = resolve_device(device)
+    corpus, labels = prepare_corpus(src, cfg, text_col=text_col, label_col=label_col)
+    train_labels = [y for y, sp in zip(corpus.labels, corpus.splits) if sp == "train"]
+    weights = class_weight_vector(cfg, labels, train_labels)
+    if bundle is not None:
+        store = build_store(corpus, tokenizer=bundle.tokenizer, vocab=bundle.vocab)
+        check_compatible(bundle.vocab, bundle.tokenizer, store.vocab, store.tokenizer,
+                         what_a=f"the language model {portable(bundle.path)}", what_b="the classifier's token store")
+    else:
+        store = build_store(corpus, spec=TokenizerSpec(**lm_config(cfg.preset).tokenizer_spec()))
+    counts = {sp: dict(sorted(Counter(y for y, s in zip(corpus.labels, corpus.splits) if s == sp).items()))
+              for sp in ("train", "valid")}
+    log(f"data: {corpus.name}: {sum(counts['train'].values()):,} train / {sum(counts['valid'].values()):,} valid "
+        f"documents, {len(labels)} labels ({', '.join(labels)}), vocab {len(store.vocab.itos):,}")
+    if weights is not None:
+        log("class weights: " + ", ".join(f"{lab} {w:.3g}" for lab, w in zip(labels, weights)))
+    log(("encoder: random init (--from-scratch)" if bundle is None else f"encoder: {bundle.path}")
+        + f"; AWD-LSTM {arch['emb_sz']}/{arch['n_hid']}/{arch['n_layers']} ({direction_name(cfg.backwards)}); "
+        + resolve_precision(cfg.precision, dev))
+    cfg, note = fit_min_steps(cfg, sum(counts["train"].values()))
+    if note:
+        log(note)
+    log(cfg.describe_schedule())
+    return _Setup(cfg, bundle, arch, corpus, labels, counts, weights, store, dev)
+
+
+def _build(s: _Setup, log):
+    """Loaders, the network with the LM's encoder in it, the Learner."""
+    cfg, vocab = s.cfg, s.store.vocab
+    seed_all(cfg.seed)
+    dls = clas_dataloaders(s.store, s.labels, bs=cfg.bs, backwards=cfg.backwards, seed=cfg.seed, device=s.device,
+                           seq_len=cfg.bptt)
+    steps = len(dls.train) * cfg.total_epochs()
+    if steps < FEW_STEPS and not cfg.min_steps:  # with min_steps, fit_min_steps already saw to it
+        log(f"warning: only {steps} optimizer steps in the whole schedule ({len(dls.train)} per epoch); with "
+            f"few training documents pass a smaller --bs or more --epochs, or --set min_steps=130")
+    model = build_model(len(vocab.itos), len(s.labels), s.arch, cfg, pad_idx=vocab.pad_id)
+    if s.bundle is not None:
+        load_encoder(model, s.bundle.load_state("encoder"))
+    learn = apply_precision(make_learner(dls, model, cfg, s.labels, s.weights), cfg.precision, s.device)
+    return learn, model
+
+
+def _fit(learn, cfg: ClassifierConfig, log):
+    """One one-cycle per schedule stage. Returns (history, best epoch {epoch, state}, the last finished epoch's
+    weights, interrupted). After a Ctrl-C or SIGTERM mid-epoch the "last" weights are those of the last epoch
+    that finished, so model-last holds the epoch its meta names."""
+    history: list[dict[str, Any]] = []
+    best: dict[str, Any] = {"score": None, "state": None, "epoch": 0}
+    finished: dict[str, Any] = {"state": None}
+    current = {"stage": 0}
+
+    def on_epoch(m: dict) -> None:
+        m = {"epoch": len(history) + 1, **m}
+        history.append(m)
+        score = (m["accuracy"], -m["valid_loss"])
+        mark = ""
+        if best["score"] is None or score > best["score"]:
+            best.update(score=score, epoch=m["epoch"], state=snapshot(learn.model))
+            mark = "  *best"
+        finished["state"] = best["state"] if mark else snapshot(learn.model)
+        log(f"epoch {m['epoch']:>2} (stage {m['stage']})  train_loss {m['train_loss']:.4f}  valid_loss "
+            f"{m['valid_loss']:.4f}  accuracy {m['accuracy']:.4f}  macro_f1 {m['macro_f1']:.4f}  "
+            f"{m['seconds']:.1f}s{mark}")
+
+    learn.add_cb(epoch_callback(lambda: current["stage"], on_epoch))
+    try:
+        for i, st in enumerate(cfg.schedule, 1):
+            current["stage"] = i
+            if st.freeze_to == 0:
+                learn.unfreeze()
+            else:
+                learn.freeze_to(st.freeze_to)
+            lr = st.lr if st.lr_div == 1 else slice(st.lr / st.lr_div, st.lr)
+            learn.fit_one_cycle(st.epochs, lr, moms=tuple(cfg.moms), wd=cfg.wd)
+    except KeyboardInterrupt:
+        if not history:
+            raise
+        log(f"interrupted after {len(history)} epoch(s): saving model-last and model-best")
+        return history, best, finished["state"], True  # keep what finished epochs learned, as spaCy does
+    return history, best, finished["state"], False
+
+
+def _choose_and_save(s: _Setup, model, lm, out: Path, history, best, last_state, interrupted: bool, t0: float,
+                     log) -> TrainResult:
+    """model-best's epoch, both bundles scored as `predict` scores them, then written into OUT together."""
+    cfg, vocab, labels = s.cfg, s.store.vocab, s.labels
+    valid_docs = s.store.docs("valid")
+    chosen, why = best_epoch(history, len(valid_docs), cfg.best_margin)
+    if chosen != best["epoch"]:
+        best.update(epoch=chosen, state=last_state)
+    if why:
+        log(why)
+    valid_y = np.array([labels.index(y) for y in s.store.labels("valid")], dtype=np.int64)
+    states = {"model-best": best["state"], "model-last": last_state}
+    scored = {name: valid_report(model, state, valid_docs, valid_y, labels, cfg, vocab, s.device)
+              for name, state in states.items()}
+    data_meta = {"source": s.corpus.name, "fingerprint": s.corpus.fingerprint, "documents": s.counts}
+    # an http(s) URL says where the LM came from (its cache would not); file:// is a local absolute path: not stored
+    shared = str(lm).startswith(("http://", "https://"))
+    lm_meta = None if s.bundle is None else {"path": str(lm) if shared else portable(s.bundle.path),
+                                             "data": s.bundle.meta.get("data")}
+    config = bundle_config(cfg, s.arch, vocab, s.store.tokenizer, labels)
+    with staged_entries(out) as tmp:
+        for name, state in states.items():
+            report, calibration = scored[name]
+            meta = {"stage": "classifier", "labels": labels, "direction": direction_name(cfg.backwards),
+                    "metrics": history, "best_epoch": best["epoch"],
+                    "epoch": best["epoch"] if name == "model-best" else len(history),
+                    "valid": report, "calibration": calibration, "data": data_meta, "lm": lm_meta,
+                    "from_scratch": cfg.from_scratch, "interrupted": interrupted,
+                    "seconds": round(time.time() - t0, 1)}
+            save_classifier(tmp / name, config=config, meta=meta, vocab=vocab, tokenizer=s.store.tokenizer,
+                            state=state)
+    seconds = time.time() - t0
+    result = TrainResult(out=out, best=out / "model-best", last=out / "model-last", labels=labels,
+                         metrics=history, best_epoch=best["epoch"], valid=scored["model-best"][0], config=cfg,
+                         seconds=seconds, interrupted=interrupted)
+    # Re-scored as `predict` and `evaluate` will score it (each document read without the padding its training
+    # batch had), so it can differ from the epoch line above by a document or so.
+    log(f"model-best (epoch {best['epoch']}): valid accuracy {result.accuracy:.4f}, macro-F1 "
+        f"{result.valid['macro_f1']:.4f} as predict scores it; saved to {out}/model-best and {out}/model-last "
+        f"({seconds:.0f}s)")
+    log_calibration(scored["model-best"][1], cfg.calibrate, log)
+    return result

@@ -1,0 +1,61 @@
+"""Choosing and scoring what `classify` saves: which epoch model-best holds, and its validation report with the
+temperature that calibrates its probabilities (the same batch-independent inference `predict` uses)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ulmfit.classify.metrics import classification_report, fit_temperature, temperature_scale
+from ulmfit.classify.model import predict_ids
+
+# A temperature fitted on fewer valid documents follows their noise, so calibration is skipped below this.
+MIN_CALIBRATION_DOCS = 200
+
+
+def best_epoch(history: list[dict[str, Any]], n_valid: int, margin: float) -> tuple[int, str | None]:
+    """The epoch model-best holds: the best by validation (accuracy, then loss), unless the last epoch is within
+    `margin` standard errors of its accuracy; then the last. Returns (epoch, a log line when noise decided).
+
+    With few labels the validation split is tiny and the best epoch is often an early one that won by a document
+    or two; the last epoch has trained longest, so a lead within validation noise (or a tie in accuracy) goes to
+    it. `margin` 0 keeps the plain best epoch.
+    """
+    if not history:
+        return 0, None
+    best = max(history, key=lambda m: (m["accuracy"], -m["valid_loss"]))
+    last = history[-1]
+    if margin <= 0 or best is last:
+        return best["epoch"], None
+    p = (best["accuracy"] + last["accuracy"]) / 2
+    se = math.sqrt(p * (1 - p) / max(n_valid, 1))
+    lead = best["accuracy"] - last["accuracy"]
+    if lead > margin * se:
+        return best["epoch"], None
+    return last["epoch"], (f"model-best is the last epoch ({last['epoch']}): epoch {best['epoch']} led it by "
+                           f"{lead:.4f} valid accuracy, within {margin:g} standard errors ({margin * se:.4f}) of "
+                           f"{n_valid} valid documents (--set best_margin=0 keeps the best epoch)")
+
+
+def valid_report(model, state, docs, y, labels, cfg, vocab, dev) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(metrics, calibration) of `state` on the valid split, with the same batch-independent inference and the
+    same temperature that `predict` uses."""
+    model.load_state_dict(state)
+    model.eval()
+    probs = predict_ids(model, docs, bs=max(cfg.bs, 32), pad_idx=vocab.pad_id, bptt=cfg.bptt,
+                        backwards=cfg.backwards, bos_idx=vocab.bos_id, device=dev)
+    raw = classification_report(y, probs, labels)
+    t = fit_temperature(y, probs) if cfg.calibrate and len(y) >= MIN_CALIBRATION_DOCS else 1.0
+    report = raw if t == 1.0 else classification_report(y, temperature_scale(probs, t), labels)
+    calibration = {"temperature": t, "valid_docs": int(len(y)), "nll_before": raw["nll"], "nll": report["nll"],
+                   "ece_before": raw["ece"], "ece": report["ece"]}
+    return report, calibration
+
+
+def log_calibration(cal: dict[str, Any], calibrate: bool, log) -> None:
+    if cal["temperature"] != 1.0:
+        log(f"calibration: temperature {cal['temperature']:.2f} fitted on {cal['valid_docs']} valid documents "
+            f"(ECE {cal['ece_before']:.3f} -> {cal['ece']:.3f}, NLL {cal['nll_before']:.3f} -> {cal['nll']:.3f})")
+    elif calibrate and cal["valid_docs"] < MIN_CALIBRATION_DOCS:
+        log(f"calibration: skipped, {cal['valid_docs']} valid documents are too few to fit a temperature "
+            f"(at least {MIN_CALIBRATION_DOCS})")
