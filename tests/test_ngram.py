@@ -1,0 +1,86 @@
+"""The n-gram baseline inside every classifier bundle: numpy inference equals scikit-learn's, it round-trips
+through the bundle files without pickle, and the ensemble weight follows the validation split."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from ulmfit.classify.ngram import ARRAYS_FILE, JSON_FILE, NgramModel, _analyze, choose_weight, fit_ngram, mix
+from ulmfit.errors import UlmfitError
+
+WORDS = "film plot actor scene music story camera light city road night house".split()
+
+
+def _corpus(n: int, seed: int, classes=("neg", "pos")) -> tuple[list[str], list[str]]:
+    rng = random.Random(seed)
+    cue = {"neg": ["awful", "dull"], "pos": ["superb", "lovely"], "mid": ["fine", "okay"]}
+    texts, labels = [], []
+    for _ in range(n):
+        lab = rng.choice(classes)
+        words = [rng.choice(WORDS) for _ in range(rng.randint(5, 15))] + [rng.choice(cue[lab])]
+        rng.shuffle(words)
+        texts.append(" ".join(words))
+        labels.append(lab)
+    return texts, labels
+
+
+def test_the_analyzer_is_scikit_learns() -> None:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    sk = TfidfVectorizer(ngram_range=(1, 2), lowercase=True, strip_accents="unicode").build_analyzer()
+    for text in ["Café déjà-vu, NAÏVE résumé!", "a b cd ef_gh 12 x9 — ok", "Ünïcödé ßtraße ﬁne", "", "I'm here"]:
+        assert _analyze(text) == sk(text)
+
+
+@pytest.mark.parametrize("classes", [("neg", "pos"), ("mid", "neg", "pos")])
+def test_numpy_inference_equals_scikit_learn_and_round_trips(tmp_path, classes) -> None:
+    texts, labels = _corpus(120, seed=0, classes=classes)
+    model = fit_ngram(texts, labels, list(classes), seed=0)
+    test, _ = _corpus(30, seed=1, classes=classes)
+    test.append("nothing known here zzz")  # no known n-gram: the intercept alone
+    p = model.predict_proba(test)
+    assert p.shape == (31, len(classes)) and np.allclose(p.sum(1), 1)
+
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    vec = TfidfVectorizer(ngram_range=(1, 2), min_df=2, max_df=0.9, sublinear_tf=True, strip_accents="unicode",
+                          max_features=100_000)
+    x = vec.fit_transform(texts)
+    ref = LogisticRegression(max_iter=2000, C=model.c).fit(x, [list(classes).index(y) for y in labels])
+    assert np.allclose(p, ref.predict_proba(vec.transform(test)), atol=1e-6)
+    assert (np.array(classes)[p[:30].argmax(1)] == np.array(_corpus(30, seed=1, classes=classes)[1])).mean() > 0.8
+
+    model.save(tmp_path)
+    assert sorted(f.name for f in tmp_path.iterdir()) == sorted([JSON_FILE, ARRAYS_FILE])
+    assert b"pickle" not in (tmp_path / ARRAYS_FILE).read_bytes()[:200]
+    again = NgramModel.load(tmp_path)
+    assert np.array_equal(again.predict_proba(test), p) and again.classes == list(classes)
+
+
+def test_a_bundle_without_the_ngram_part_is_one_clear_error(tmp_path) -> None:
+    with pytest.raises(UlmfitError, match="has no n-gram model"):
+        NgramModel.load(tmp_path)
+
+
+def test_the_weight_follows_whichever_model_validation_prefers() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 200)
+    right = np.eye(2)[y] * 0.8 + 0.1          # confident and correct
+    noise = rng.dirichlet([1, 1], size=200)   # uninformative
+    assert choose_weight(y, p_neural=noise, p_ngram=right)[0] == 1.0
+    assert choose_weight(y, p_neural=right, p_ngram=noise)[0] == 0.0
+    w, table = choose_weight(y, p_neural=right, p_ngram=right)
+    assert w == 0.0 and len(table) == 11  # a tie goes to the neural model alone
+    assert choose_weight(y, noise, right) == choose_weight(y, noise, right)  # deterministic
+    assert np.array_equal(mix(right, None, 0.7), right)
+    assert np.allclose(mix(right, noise, 0.25), 0.75 * right + 0.25 * noise)
+
+
+def test_tiny_training_sets_still_fit() -> None:
+    texts, labels = _corpus(6, seed=3)
+    model = fit_ngram(texts, labels, ["neg", "pos"], seed=0)
+    assert model.predict_proba(texts).shape == (6, 2)
