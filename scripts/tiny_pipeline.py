@@ -72,6 +72,7 @@ def main() -> None:
             "lm_metrics": lm.metrics,
             "clas_metrics": clas.metrics,
             "clas_valid": {k: clas.valid[k] for k in ("accuracy", "macro_f1", "nll")},
+            "ngram": None if clas.ngram is None else {k: clas.ngram[k] for k in ("weight", "c")},
             "evaluate": {k: report.headline[k] for k in ("accuracy", "macro_f1", "nll")},
             "lm_weights": weights_digest(lm.best),
             "clas_weights": weights_digest(clas.best),

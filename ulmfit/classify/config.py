@@ -156,6 +156,8 @@ class ClassifierConfig:
     best_margin: float = 2.0  # an earlier epoch is model-best only if it beats the last by this many std. errors
     precision: str = "auto"  # "auto": bf16 on a GPU or CPU that has it (else fp16 / fp32) | "fp32" | "bf16" | "fp16"
     calibrate: bool = True  # fit a softmax temperature on the valid split (>= 200 docs): honest probabilities
+    ngram: bool = True  # also fit the TF-IDF + logistic-regression baseline on the training split (in the bundle)
+    ngram_weight: float | None = None  # its weight w in (1-w)*neural + w*n-gram; none: chosen on the valid split
     self_train: int = 0  # > 0: a teacher labels this many unlabeled texts, a student trains on its surest labels too
     self_train_keep: float = 0.5  # the fraction of them the student gets: the most confident, balanced per class
     seed: int = 42
@@ -320,6 +322,10 @@ def validate(cfg: ClassifierConfig) -> None:
         raise UlmfitError(f"unknown precision {cfg.precision!r}", hint=f"choose one of: {', '.join(PRECISIONS)}")
     if cfg.best_margin < 0:
         raise UlmfitError(f"best_margin must be >= 0, not {cfg.best_margin}")
+    if cfg.ngram_weight is not None and not 0 <= cfg.ngram_weight <= 1:
+        raise UlmfitError(f"ngram_weight must be in [0, 1] (or none: chosen on the valid split), not {cfg.ngram_weight}")
+    if cfg.ngram_weight and not cfg.ngram:
+        raise UlmfitError("ngram_weight needs the n-gram model", hint="drop --set ngram=off, or set ngram_weight=0")
     if cfg.self_train < 0:
         raise UlmfitError(f"self_train must be >= 0 (0 = off), not {cfg.self_train}")
     if not 0 < cfg.self_train_keep <= 1:

@@ -30,7 +30,8 @@ from ulmfit.classify.config import ClassifierConfig, fit_min_steps
 from ulmfit.classify.data import class_weight_vector, prepare_corpus
 from ulmfit.classify.learner import epoch_callback, make_learner
 from ulmfit.classify.model import build_model, load_encoder, snapshot
-from ulmfit.classify.selection import best_epoch, log_calibration, valid_report
+from ulmfit.classify.ngram import fit_ngram
+from ulmfit.classify.selection import best_epoch, log_calibration, ngram_ensemble, valid_report
 from ulmfit.errors import UlmfitError
 from ulmfit.lm.config import resolve_config as lm_config
 from ulmfit.loaders import clas_dataloaders
@@ -53,10 +54,17 @@ class TrainResult:
     config: ClassifierConfig
     seconds: float
     interrupted: bool = False
+    ngram: dict[str, Any] | None = None  # model-best's meta["ngram"]: the n-gram model alone and in the ensemble
 
     @property
     def accuracy(self) -> float:
+        """The neural model's valid accuracy."""
         return float(self.valid["accuracy"])
+
+    @property
+    def shipped_accuracy(self) -> float:
+        """The valid accuracy of what `predict` uses: the ensemble when its n-gram weight is above 0."""
+        return float(self.ngram["ensemble_valid"]["accuracy"]) if self.ngram else self.accuracy
 
 
 @dataclass
@@ -199,6 +207,7 @@ def _choose_and_save(s: _Setup, model, lm, out: Path, history, best, last_state,
     states = {"model-best": best["state"], "model-last": last_state}
     scored = {name: valid_report(model, state, valid_docs, valid_y, labels, cfg, vocab, s.device)
               for name, state in states.items()}
+    ngram, ngram_meta = _fit_ngram(s, valid_y, {name: sc[2] for name, sc in scored.items()}, log)
     data_meta = {"source": s.corpus.name, "fingerprint": s.corpus.fingerprint, "documents": s.counts}
     # an http(s) URL says where the LM came from (its cache would not); file:// is a local absolute path: not stored
     shared = str(lm).startswith(("http://", "https://"))
@@ -207,23 +216,51 @@ def _choose_and_save(s: _Setup, model, lm, out: Path, history, best, last_state,
     config = bundle_config(cfg, s.arch, vocab, s.store.tokenizer, labels)
     with staged_entries(out) as tmp:
         for name, state in states.items():
-            report, calibration = scored[name]
+            report, calibration, _ = scored[name]
             meta = {"stage": "classifier", "labels": labels, "direction": direction_name(cfg.backwards),
                     "metrics": history, "best_epoch": best["epoch"],
                     "epoch": best["epoch"] if name == "model-best" else len(history),
                     "valid": report, "calibration": calibration, "data": data_meta, "lm": lm_meta,
-                    "from_scratch": cfg.from_scratch, "interrupted": interrupted,
+                    "from_scratch": cfg.from_scratch, "interrupted": interrupted, "ngram": ngram_meta.get(name),
                     "seconds": round(time.time() - t0, 1)}
             save_classifier(tmp / name, config=config, meta=meta, vocab=vocab, tokenizer=s.store.tokenizer,
                             state=state)
+            if ngram is not None:
+                ngram.save(tmp / name)
     seconds = time.time() - t0
     result = TrainResult(out=out, best=out / "model-best", last=out / "model-last", labels=labels,
                          metrics=history, best_epoch=best["epoch"], valid=scored["model-best"][0], config=cfg,
-                         seconds=seconds, interrupted=interrupted)
+                         seconds=seconds, interrupted=interrupted, ngram=ngram_meta.get("model-best"))
     # Re-scored as `predict` and `evaluate` will score it (each document read without the padding its training
     # batch had), so it can differ from the epoch line above by a document or so.
     log(f"model-best (epoch {best['epoch']}): valid accuracy {result.accuracy:.4f}, macro-F1 "
         f"{result.valid['macro_f1']:.4f} as predict scores it; saved to {out}/model-best and {out}/model-last "
         f"({seconds:.0f}s)")
     log_calibration(scored["model-best"][1], cfg.calibrate, log)
+    if result.ngram:
+        e = result.ngram
+        log(f"ensemble: (1-w) x neural + w x n-gram with w {e['weight']:g}"
+            + (" (lowest valid log-loss)" if e["chosen_on_valid"] else " (ngram_weight)")
+            + f": valid accuracy {e['ensemble_valid']['accuracy']:.4f}; predict, evaluate and serve use it")
     return result
+
+
+def _fit_ngram(s: _Setup, valid_y: np.ndarray, p_neural: dict[str, np.ndarray], log):
+    """The n-gram baseline on the same training split, scored on the valid split alone and in the ensemble with
+    each bundle's neural probabilities. Returns (model or None, {bundle name: meta["ngram"]})."""
+    cfg, corpus = s.cfg, s.corpus
+    if not cfg.ngram:
+        return None, {}
+    train = [(t, y) for t, y, sp in zip(corpus.texts, corpus.labels, corpus.splits) if sp == "train"]
+    valid = [(t, y) for t, y, sp in zip(corpus.texts, corpus.labels, corpus.splits) if sp == "valid"]
+    assert [s.labels.index(y) for _, y in valid] == valid_y.tolist(), "valid rows out of the store's order"
+    t0 = time.time()
+    model = fit_ngram([t for t, _ in train], [y for _, y in train], s.labels, cfg.seed)
+    p_ngram = model.predict_proba([t for t, _ in valid])
+    fitted = {"kind": "tfidf-logreg", "c": model.c, "cv_accuracy": model.cv_accuracy, "features": len(model.vocab)}
+    metas = {name: {**fitted, **ngram_ensemble(valid_y, p, p_ngram, s.labels, cfg.ngram_weight)}
+             for name, p in p_neural.items()}
+    log(f"n-gram baseline (TF-IDF + logistic regression, C {model.c:g} by cross-validation, "
+        f"{len(model.vocab):,} features, {time.time() - t0:.0f}s): valid accuracy "
+        f"{metas['model-best']['valid']['accuracy']:.4f}")
+    return model, metas

@@ -37,19 +37,33 @@ def best_epoch(history: list[dict[str, Any]], n_valid: int, margin: float) -> tu
                            f"{n_valid} valid documents (--set best_margin=0 keeps the best epoch)")
 
 
-def valid_report(model, state, docs, y, labels, cfg, vocab, dev) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(metrics, calibration) of `state` on the valid split, with the same batch-independent inference and the
-    same temperature that `predict` uses."""
+def valid_report(model, state, docs, y, labels, cfg, vocab, dev):
+    """(metrics, calibration, probabilities) of `state` on the valid split, with the same batch-independent
+    inference and the same temperature that `predict` uses."""
     model.load_state_dict(state)
     model.eval()
     probs = predict_ids(model, docs, bs=max(cfg.bs, 32), pad_idx=vocab.pad_id, bptt=cfg.bptt,
                         backwards=cfg.backwards, bos_idx=vocab.bos_id, device=dev)
     raw = classification_report(y, probs, labels)
     t = fit_temperature(y, probs) if cfg.calibrate and len(y) >= MIN_CALIBRATION_DOCS else 1.0
-    report = raw if t == 1.0 else classification_report(y, temperature_scale(probs, t), labels)
+    if t != 1.0:
+        probs = temperature_scale(probs, t)
+    report = raw if t == 1.0 else classification_report(y, probs, labels)
     calibration = {"temperature": t, "valid_docs": int(len(y)), "nll_before": raw["nll"], "nll": report["nll"],
                    "ece_before": raw["ece"], "ece": report["ece"]}
-    return report, calibration
+    return report, calibration, probs
+
+
+def ngram_ensemble(y, p_neural, p_ngram, labels, weight: float | None) -> dict[str, Any]:
+    """meta.json["ngram"]: the n-gram model alone and in the ensemble on the valid split, and the weight used
+    (`weight`, or the one with the lowest valid log-loss)."""
+    from ulmfit.classify.ngram import choose_weight, mix
+
+    chosen, table = choose_weight(y, p_neural, p_ngram)
+    w = chosen if weight is None else weight
+    return {"weight": w, "chosen_on_valid": weight is None, "weights_tried": table,
+            "valid": classification_report(y, p_ngram, labels),
+            "ensemble_valid": classification_report(y, mix(p_neural, p_ngram, w), labels)}
 
 
 def log_calibration(cal: dict[str, Any], calibrate: bool, log) -> None:
