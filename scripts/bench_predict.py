@@ -1,6 +1,7 @@
 """Benchmark: classify IMDb test reviews with ulmfit vs fastai, using the same trained model.
 
     .venv/bin/python scripts/bench_predict.py --model models/quickstart/classifier --n 5000
+    .venv/bin/python scripts/bench_predict.py --model models/quickstart/classifier --n 200 --long 40000
 
 Measures, on the same weights, tokenizer and vocab:
   throughput  reviews/s of `Classifier.predict_proba(texts)` vs fastai `learn.get_preds(dl=learn.dls.test_dl(texts))`
@@ -8,6 +9,9 @@ Measures, on the same weights, tokenizer and vocab:
   latency     one review at a time: `Classifier.predict([text])` vs fastai `learn.predict(text)` (median);
   int8        optionally (--int8) ulmfit with torch dynamic int8 quantization of the LSTMs and Linear layers:
               throughput, latency and the accuracy change.
+  long        with --long CHARS, only this: the time of one document of CHARS characters and of one ten times
+              as long (the reviews joined into one line), and their ratio, which should be about 10 (time per
+              document is linear in its length). E.g. --long 40000.
 Prints a JSON summary (and writes it to --json). The reviews are a seeded, label-balanced sample of the IMDb
 test split (the `imdb` dataset of ulmfit.data; ULMFIT_MIRROR may point at a folder with aclImdb_v1.tar.gz).
 """
@@ -85,6 +89,19 @@ def timed(fn, *args, **kwargs):
     return out, time.perf_counter() - t
 
 
+def long_documents(clf, texts: list[str], chars: int, repeats: int) -> dict:
+    """Seconds (best of `repeats`) for one document of `chars` characters and one of 10 x `chars`, and the ratio."""
+    joined = " ".join(t.replace("\n", " ") for t in texts)
+    joined = joined * (10 * chars // max(len(joined), 1) + 1)
+    clf.predict_proba([joined[:chars]], max_chars=0)  # warm-up: tokenizer caches, kernels
+    res: dict = {"chars": [chars, 10 * chars], "seconds": []}
+    for n in res["chars"]:
+        res["seconds"].append(min(timed(clf.predict_proba, [joined[:n]], max_chars=0)[1] for _ in range(repeats)))
+        print(f"{n:,} characters: {res['seconds'][-1]:.2f} s", file=sys.stderr, flush=True)
+    res["ratio"] = res["seconds"][1] / res["seconds"][0]
+    return res
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True, help="classifier bundle or run dir")
@@ -99,6 +116,9 @@ def main() -> None:
     ap.add_argument("--skip-fastai", action="store_true", help="only time ulmfit")
     ap.add_argument("--label-map", help="data label -> model label, e.g. neg=negative,pos=positive "
                     "(default: unique prefix match)")
+    ap.add_argument("--long", type=int, metavar="CHARS", help="only time one document of CHARS characters and one "
+                    "of 10 x CHARS (the time-vs-length ratio)")
+    ap.add_argument("--repeats", type=int, default=3, help="--long: runs per length (the best is kept)")
     ap.add_argument("--json", type=Path, help="write the summary here too")
     args = ap.parse_args()
 
@@ -109,10 +129,16 @@ def main() -> None:
     texts, labels = load_reviews(args.src, args.split, args.n, args.seed)
     lat_texts = texts[: args.latency_n]
     clf = Classifier.load(args.model, device="cpu")  # applies ULMFIT_THREADS (to fastai as well: same process)
-    labels = map_labels(labels, clf.labels, args.label_map)
     res: dict = {"n": len(texts), "source": f"{args.src}/{args.split}", "model": str(args.model),
                  "threads": torch.get_num_threads(), "load_avg_start": os.getloadavg()[0],
                  "machine": platform.machine(), "python": platform.python_version(), "torch": torch.__version__}
+    if args.long:
+        res["long"] = long_documents(clf, texts, args.long, args.repeats)
+        print(json.dumps(res, indent=2))
+        if args.json:
+            args.json.write_text(json.dumps(res, indent=2) + "\n")
+        return
+    labels = map_labels(labels, clf.labels, args.label_map)
     clf.predict(texts[:8])  # warm-up: spaCy and torch kernels
     runners = {"ulmfit": lambda ts: clf.predict_proba(ts, bs=args.bs)}
     singles = {"ulmfit": lambda t: clf.predict([t])}

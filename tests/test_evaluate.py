@@ -104,3 +104,65 @@ def _lm_bundle(path: Path) -> Path:
     return write_bundle(path, config={"direction": "forward", "arch": {}}, meta={"stage": "lm"},
                         vocab=Vocab(make_itos({w: 5 for w in WORDS}, min_freq=1)),
                         tokenizer=TextTokenizer(TokenizerSpec()), weights={})
+
+
+def test_report_paths_are_checked_before_the_models_are_loaded(data, tmp_path, capsys) -> None:
+    """A model path that does not exist would fail at load: the --out error coming first shows the order."""
+    path = data[0]
+    (tmp_path / "a-file").write_text("x")
+    (tmp_path / "folder.json").mkdir()
+    mine = tmp_path / "mine.json"
+    mine.write_text('{"my": "settings"}\n')
+    cases = [
+        (tmp_path / "a-file" / "report.json", "a-file is a file, not a folder"),
+        (tmp_path / "folder.json", "is a folder"),
+        (mine, "mine.json already exists and is not an earlier output"),
+    ]
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for out, message in cases:
+        assert main(["evaluate", str(tmp_path / "no-model"), str(path), "--out", str(out)]) == 1, out
+        err = capsys.readouterr().err
+        assert message in err and "no model at" not in err, (out, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert main(["evaluate", str(tmp_path / "no-model"), str(path), "--max-chars", "-5"]) == 1
+    assert "--max-chars must be 0 (no limit) or more" in capsys.readouterr().err
+
+
+def test_report_replaces_only_an_earlier_report_and_its_plot(models, data, tmp_path, capsys) -> None:
+    path = data[0]
+    run = ["evaluate", str(models[0]), str(path), "--out"]
+    out = tmp_path / "report.json"
+    assert main([*run, str(out)]) == 0
+    assert main([*run, str(out)]) == 0  # an earlier report and its plot: replaced
+    assert json.loads(out.read_text())["confusion_png"] == "report.confusion.png"
+    # a user's file where the plot would go is kept, unless --overwrite
+    other = tmp_path / "other.json"
+    (tmp_path / "other.confusion.png").write_bytes(b"my picture")
+    assert main([*run, str(other)]) == 1
+    assert "other.confusion.png already exists" in capsys.readouterr().err
+    assert not other.exists() and (tmp_path / "other.confusion.png").read_bytes() == b"my picture"
+    mine = tmp_path / "mine.json"
+    mine.write_text('{"my": "settings"}\n')
+    assert main([*run, str(mine)]) == 1
+    assert "pass --overwrite to replace" in capsys.readouterr().err
+    assert mine.read_text() == '{"my": "settings"}\n'
+    assert main([*run, str(mine), "--overwrite"]) == 0
+    assert json.loads(mine.read_text())["split"] == "test"
+    assert main([*run, str(other), "--overwrite"]) == 0
+    assert (tmp_path / "other.confusion.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_long_documents_are_cut_with_a_warning(models, data, capsys) -> None:
+    path, texts, _ = data
+    longest = max(len(t) for t in texts)
+    n_long = sum(len(t) > 100 for t in texts)
+    assert 0 < n_long < len(texts)
+    cut = evaluate([models[0]], path, split="test", max_chars=100)
+    assert f"{n_long} document(s) longer than 100 characters" in capsys.readouterr().err
+    whole = evaluate([models[0]], path, split="test", max_chars=longest)
+    assert "longer than" not in capsys.readouterr().err
+    clf = Classifier.load(models[0])
+    y = np.array([clf.labels.index(v) for v in data[2]])
+    want = classification_report(y, clf.predict_proba([t[:100] for t in texts], max_chars=0), clf.labels)
+    assert cut.models[0]["nll"] == pytest.approx(want["nll"], abs=1e-5)
+    assert cut.models[0]["nll"] != pytest.approx(whole.models[0]["nll"], abs=1e-6)

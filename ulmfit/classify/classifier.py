@@ -4,10 +4,15 @@
     clf.predict(["A gem.", "Two hours I want back."])
     # [{"label": "pos", "probs": {"neg": 0.03, "pos": 0.97}}, {"label": "neg", "probs": {...}}]
     clf.predict_proba(texts)                         # (n, n_labels) float32, columns in clf.labels order
+
+A text longer than `max_chars` characters (default MAX_CHARS, 100,000; 0: no limit) is classified from its first
+`max_chars` characters, with a UserWarning saying how many were cut: time per text is linear in its length, and
+the limit bounds it.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -15,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ulmfit.classify.config import ClassifierConfig, config_from_dict
+from ulmfit.classify.predict import MAX_CHARS, check_max_chars, clip_texts, clipped_message
 from ulmfit.errors import UlmfitError
 
 
@@ -81,9 +87,10 @@ class Classifier:
         """Token ids of each text, exactly as the training data was numericalized (same tokenizer + vocab)."""
         return [np.asarray(self.vocab.encode(toks), dtype=np.int64) for toks in self.tokenizer.tokenize(texts)]
 
-    def predict_proba(self, texts: str | Iterable[str], *, bs: int | None = None,
-                      progress: bool = False) -> np.ndarray:
-        """(n_texts, n_labels) float32 probabilities, rows in input order, columns in `self.labels` order."""
+    def predict_proba(self, texts: str | Iterable[str], *, bs: int | None = None, progress: bool = False,
+                      max_chars: int = MAX_CHARS) -> np.ndarray:
+        """(n_texts, n_labels) float32 probabilities, rows in input order, columns in `self.labels` order.
+        Texts longer than `max_chars` characters (0: no limit) are classified from their first `max_chars`."""
         from ulmfit.classify.metrics import temperature_scale
         from ulmfit.classify.model import predict_ids
 
@@ -93,20 +100,31 @@ class Classifier:
         bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
         if bad is not None:
             raise UlmfitError(f"text {bad} is a {type(texts[bad]).__name__}, not a string")
+        texts = _clip(texts, max_chars)
         docs = self.numericalize(texts)
         probs = predict_ids(self.model, docs, bs=bs or max(self.config.bs, 64), pad_idx=self.vocab.pad_id,
                             bptt=self.config.bptt, backwards=self.backwards, bos_idx=self.vocab.bos_id,
                             device=self.device, progress_desc="predict" if progress else None)
         return temperature_scale(probs, self.temperature)
 
-    def predict(self, texts: str | Iterable[str], *, bs: int | None = None) -> list[dict[str, Any]]:
+    def predict(self, texts: str | Iterable[str], *, bs: int | None = None,
+                max_chars: int = MAX_CHARS) -> list[dict[str, Any]]:
         """One {"label": best label, "probs": {label: probability}} per text, in input order."""
-        return probs_to_records(self.predict_proba(texts, bs=bs), self.labels)
+        return probs_to_records(self.predict_proba(texts, bs=bs, max_chars=max_chars), self.labels)
 
     def __repr__(self) -> str:
         where = self.path.name if self.path else "?"
         return (f"Classifier({where}: {len(self.labels)} labels {self.labels[:5]}, {self.direction}, "
                 f"vocab {len(self.vocab.itos)}{', int8' if self.quantized else ''})")
+
+
+def _clip(texts: list, max_chars: int) -> list:
+    """`clip_texts` for the Python API: a UserWarning (shown once per call site by default) counts the cuts."""
+    check_max_chars(max_chars)
+    texts, cut = clip_texts(texts, max_chars)
+    if cut:
+        warnings.warn(clipped_message(cut, max_chars, how="max_chars=0"), stacklevel=3)
+    return texts
 
 
 def probs_to_records(probs: np.ndarray, labels: list[str]) -> list[dict[str, Any]]:
@@ -128,13 +146,15 @@ def load_models(paths: list[str | Path], *, device: str | None = None, quantize:
     return models
 
 
-def ensemble_proba(models: list[Classifier], texts: list[str], *, bs: int | None = None,
-                   progress: bool = False) -> tuple[np.ndarray, list[np.ndarray]]:
-    """(mean probabilities, each model's probabilities), columns in the first model's label order."""
+def ensemble_proba(models: list[Classifier], texts: list[str], *, bs: int | None = None, progress: bool = False,
+                   max_chars: int = MAX_CHARS) -> tuple[np.ndarray, list[np.ndarray]]:
+    """(mean probabilities, each model's probabilities), columns in the first model's label order. Texts longer
+    than `max_chars` characters (0: no limit) are classified from their first `max_chars`."""
     labels = models[0].labels
+    texts = _clip(list(texts), max_chars)  # once here, not once per model
     each = []
     for m in models:
-        p = m.predict_proba(texts, bs=bs, progress=progress)
+        p = m.predict_proba(texts, bs=bs, progress=progress, max_chars=0)
         if m.labels != labels:  # same set, other order: reorder columns
             p = p[:, [m.labels.index(lab) for lab in labels]]
         each.append(p)

@@ -2,16 +2,24 @@
 
 Given a forward and a backward model, each is reported and so is their ensemble, the mean of their
 probabilities (ULMFiT's bidirectional result). The report is JSON-ready; `format_report` prints it as a table.
+
+Documents longer than `max_chars` characters are scored on their first `max_chars` (as `predict` does), with a
+warning. The report path is checked before a model is loaded: an existing file that is not an earlier report
+(nor its confusion plot) is replaced only with `overwrite`.
 """
 
 from __future__ import annotations
 
+import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ulmfit._outputs import check_output_file
+from ulmfit.classify.predict import MAX_CHARS, check_max_chars, clip_texts, clipped_message
 from ulmfit.errors import UlmfitError
 
 if TYPE_CHECKING:
@@ -37,6 +45,35 @@ class EvalReport:
                 "documents": self.headline["documents"], "models": self.models, "ensemble": self.ensemble}
 
 
+# The keys every report has (`EvalReport.to_dict`): a JSON object holding them all is an earlier report.
+_REPORT_KEYS = ("split", "source", "labels", "documents", "models", "ensemble")
+_REPORT_MAX_BYTES = 64 << 20  # a report is kilobytes; a bigger file is read no further
+
+
+def read_report(path: Path) -> dict[str, Any] | None:
+    """The report `evaluate` wrote at `path`, or None when the file is something else."""
+    try:
+        if path.stat().st_size > _REPORT_MAX_BYTES:
+            return None
+        d = json.loads(path.read_bytes())
+    except (OSError, ValueError, RecursionError):
+        return None
+    return d if isinstance(d, dict) and all(k in d for k in _REPORT_KEYS) else None
+
+
+def plot_path(out: Path) -> Path:
+    """Where the confusion-matrix PNG of the report `out` goes."""
+    return out.with_name(f"{out.stem}.confusion.png")
+
+
+def check_report_paths(out: Path, overwrite: bool) -> None:
+    """The report and its plot can be written, and replace nothing but an earlier report and its own plot."""
+    check_output_file(out, option="--out", ours=lambda p: read_report(p) is not None, overwrite=overwrite)
+    report = read_report(out)
+    check_output_file(plot_path(out), option="--out", overwrite=overwrite,
+                      ours=lambda p: report is not None and report.get("confusion_png") == p.name)
+
+
 def _name(path: Path | None) -> str:
     if path is None:
         return "?"
@@ -46,9 +83,11 @@ def _name(path: Path | None) -> str:
 
 def evaluate(models: list[str | Path], src: str | Path | Corpus, *, split: str = "test", text_col: str | None = None,
              label_col: str | None = None, out: str | Path | None = None, bs: int | None = None,
-             device: str | None = None) -> EvalReport:
+             device: str | None = None, max_chars: int = MAX_CHARS, overwrite: bool = False) -> EvalReport:
     """Evaluate classifier bundles on `split` of SRC; with `out` (a .json path) write the report and a
-    confusion-matrix PNG next to it (`<out stem>.confusion.png`)."""
+    confusion-matrix PNG next to it (`<out stem>.confusion.png`). Documents longer than `max_chars` characters
+    (0: no limit) are scored on their first `max_chars`. Existing files at `out` that are not an earlier report
+    are refused unless `overwrite`; this is checked before a model is loaded."""
     from ulmfit.classify.classifier import ensemble_proba, load_models
     from ulmfit.classify.metrics import classification_report
     from ulmfit.data import SPLITS, Corpus, load_corpus
@@ -60,6 +99,9 @@ def evaluate(models: list[str | Path], src: str | Path | Corpus, *, split: str =
     out = Path(out) if out is not None else None
     if out is not None and out.suffix.lower() != ".json":
         raise UlmfitError(f"--out {out} must name a .json file", hint="e.g. --out report.json")
+    check_max_chars(max_chars)
+    if out is not None:
+        check_report_paths(out, overwrite)
     clfs = load_models(models, device=device)
     labels = clfs[0].labels
     # Same seed as the classifier run: a "valid" carved from train is the same one the model was selected on.
@@ -82,7 +124,10 @@ def evaluate(models: list[str | Path], src: str | Path | Corpus, *, split: str =
                           f"(it knows {', '.join(labels)})",
                           hint="evaluate on data with the model's labels, or retrain with these classes")
     y = np.array([labels.index(g) for g in gold], dtype=np.int64)
-    mean, each = ensemble_proba(clfs, texts, bs=bs, progress=True)
+    texts, cut = clip_texts(texts, max_chars)
+    if cut:
+        print(f"warning: {corpus.name}: {clipped_message(cut, max_chars)}", file=sys.stderr)
+    mean, each = ensemble_proba(clfs, texts, bs=bs, progress=True, max_chars=0)
     reports = []
     for clf, p in zip(clfs, each):
         reports.append({"model": _name(clf.path), "direction": clf.direction, **classification_report(y, p, labels)})
@@ -100,7 +145,7 @@ def _write(report: EvalReport, out: Path) -> None:
     from ulmfit._io import write_json
     from ulmfit.classify.metrics import plot_confusion
 
-    png = out.with_name(f"{out.stem}.confusion.png")
+    png = plot_path(out)
     head = report.headline
     plot_confusion(np.array(head["confusion"]["matrix"]), report.labels, png,
                    title=f"{report.split}: accuracy {head['accuracy']:.3f}")

@@ -10,6 +10,12 @@ JSONL with {"label", "probs": {label: p}} (what `Classifier.predict` returns). "
 The input is read in chunks (`chunk_size` rows); each chunk is tokenized, sorted by length and batched inside
 the model call, and its results written back in the chunk's original order, so a file of any size streams
 through in bounded memory. A file output appears only when complete (temporary file + rename).
+
+Limits and safety: a document longer than `max_chars` characters (default `MAX_CHARS`; 0: no limit) is classified
+from its first `max_chars` characters, and a warning says how many were cut; time per document is linear in its
+length, so the limit bounds the time one document can take. Bytes that are not UTF-8 become U+FFFD with a
+warning, as `ulmfit.data` reads them. The output path is checked before a model is loaded (`check_output_file`):
+an existing file that is not an earlier prediction file is replaced only with `overwrite`.
 """
 
 from __future__ import annotations
@@ -19,24 +25,33 @@ import csv
 import io
 import json
 import os
+import re
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-import numpy as np
-
-from ulmfit.data.readers import iter_jsonl, text_columns
+from ulmfit._io import progress, staging_prefix
+from ulmfit._outputs import check_output_file
+from ulmfit.data.readers import _count_replaced, _decode, iter_jsonl, text_columns
 from ulmfit.errors import UlmfitError
+
+if TYPE_CHECKING:  # numpy is not imported at module level: the CLI reads MAX_CHARS from here for its --help
+    import numpy as np
 
 IN_FORMATS = ("csv", "tsv", "jsonl", "lines")
 OUT_FORMATS = ("csv", "jsonl")
 _IN_SUFFIX = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
               ".txt": "lines", ".text": "lines"}
 _OUT_SUFFIX = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
+# Characters of a document that are classified (some 20,000 words, far more than any review). Time per document
+# is linear in its length, so this bounds what one pasted book or runaway line can cost; 0 lifts the limit.
+MAX_CHARS = 100_000
+# Input is decoded with errors="surrogateescape": each byte that is not UTF-8 arrives as one of these code points.
+_ESCAPED = re.compile("[\udc80-\udcff]")
 
 
 @dataclass
@@ -49,6 +64,44 @@ class PredictResult:
     @property
     def rows_per_s(self) -> float:
         return self.rows / self.seconds if self.seconds > 0 else float("inf")
+
+
+def check_max_chars(max_chars: int) -> None:
+    if max_chars < 0:
+        raise UlmfitError(f"--max-chars must be 0 (no limit) or more, not {max_chars}",
+                          hint=f"e.g. --max-chars {MAX_CHARS}")
+
+
+def clip_texts(texts: list[str], max_chars: int) -> tuple[list[str], int]:
+    """Each text cut to its first `max_chars` characters (0: no limit), and how many texts were cut. Whatever is
+    not a string is passed on untouched, for the caller's own check."""
+    long = [isinstance(t, str) and len(t) > max_chars for t in texts] if max_chars > 0 else []
+    if not any(long):
+        return texts, 0
+    return [t[:max_chars] if cut else t for t, cut in zip(texts, long)], sum(long)
+
+
+def clipped_message(n: int, max_chars: int, how: str = "--max-chars 0") -> str:
+    """The warning for `n` documents cut by `clip_texts`; `how` says how to lift the limit."""
+    return (f"{n:,} document(s) longer than {max_chars:,} characters were classified from their first "
+            f"{max_chars:,} characters ({how} reads them whole)")
+
+
+def is_prediction_file(path: Path) -> bool:
+    """Whether `path` holds what `predict` writes: a CSV whose header starts with label,prob_ or JSON lines whose
+    first line is an object with "label" and "probs"."""
+    try:
+        with open(path, "rb") as f:
+            head = f.readline(1 << 20)
+    except OSError:
+        return False
+    if head.startswith(b"label,prob_"):
+        return True
+    try:
+        rec = json.loads(head)
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested too deep: not ours
+        return False
+    return isinstance(rec, dict) and "label" in rec and "probs" in rec
 
 
 def _resolve_format(path: str, fmt: str | None, what: str, formats: tuple[str, ...], suffixes: dict[str, str],
@@ -90,7 +143,7 @@ def _cell(v: Any) -> str:
     return v if isinstance(v, str) else str(v)
 
 
-def iter_texts(f: IO[str], fmt: str, *, text_col: str | None, name: str) -> Iterator[str]:
+def iter_texts(f: Iterable[str], fmt: str, *, text_col: str | None, name: str) -> Iterator[str]:
     """The texts of an open text stream, one per input row, in order (nothing read ahead beyond a line)."""
     if fmt == "lines":
         for line in f:
@@ -145,7 +198,7 @@ class _Writer:
             self.csv = csv.writer(f, lineterminator="\n")
             self.csv.writerow(["label"] + [f"prob_{lab}" for lab in labels])
 
-    def write(self, probs: np.ndarray) -> None:
+    def write(self, probs: np.ndarray) -> None:  # (rows, n_labels)
         best = probs.argmax(axis=1)
         if self.fmt == "csv":
             self.csv.writerows([self.labels[int(b)], *(f"{p:.6g}" for p in row)] for b, row in zip(best, probs))
@@ -165,10 +218,8 @@ def _open_output(path: str) -> Iterator[IO[str]]:
         sys.stdout.flush()
         return
     target = Path(path)
-    if target.is_dir():
-        raise UlmfitError(f"--output {path} is a directory", hint="name an output file, e.g. predictions.csv")
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
+    fd, tmp = tempfile.mkstemp(prefix=staging_prefix(target.name), dir=target.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
             yield f
@@ -179,39 +230,70 @@ def _open_output(path: str) -> Iterator[IO[str]]:
         raise
 
 
+class _Decoded:
+    """The lines of a text stream opened with errors="surrogateescape", bytes that are not UTF-8 replaced by U+FFFD
+    (ulmfit.data.readers' decoding policy); `bad` tells whether any were."""
+
+    def __init__(self, f: IO[str]) -> None:
+        self.f, self.bad = f, False
+
+    def __iter__(self) -> Iterator[str]:
+        for line in self.f:
+            if not line.isascii() and _ESCAPED.search(line):
+                line, _ = _decode(line.encode("utf-8", "surrogateescape"))
+                self.bad = True
+            yield line
+
+
 @contextlib.contextmanager
 def _open_input(path: str) -> Iterator[IO[str]]:
     if path == "-":
-        yield sys.stdin
+        raw = getattr(sys.stdin, "buffer", None)
+        if raw is None:  # already text (an in-memory stream)
+            yield sys.stdin
+            return
+        f = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="")
+        try:
+            yield f
+        finally:
+            f.detach()  # leave sys.stdin open
         return
     p = Path(path)
     if not p.is_file():
         raise UlmfitError(f"no such input file: {path}", hint="check the path, or pass --input - for stdin")
-    with open(p, encoding="utf-8-sig", errors="replace", newline="") as f:
+    with open(p, encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
         yield f
 
 
 def predict_file(models: list[str | Path], input: str | Path, output: str | Path, *, text_col: str | None = None,
                  in_fmt: str | None = None, out_fmt: str | None = None, chunk_size: int = 10_000,
-                 bs: int | None = None, device: str | None = None, quantize: bool = False) -> PredictResult:
+                 bs: int | None = None, device: str | None = None, quantize: bool = False,
+                 max_chars: int = MAX_CHARS, overwrite: bool = False) -> PredictResult:
     """Predict a label and per-class probabilities for every row of `input`, written to `output` in input
-    order. Several models are ensembled (mean of probabilities); they must share their label set."""
-    from ulmfit._io import progress
+    order. Several models are ensembled (mean of probabilities); they must share their label set.
+
+    Documents longer than `max_chars` characters (0: no limit) are classified from their first `max_chars`, with
+    a warning. An existing `output` that is not an earlier prediction file is refused unless `overwrite`; all of
+    this is checked before a model is loaded."""
     from ulmfit.classify.classifier import ensemble_proba, load_models
 
     input, output = str(input), str(output)
     fin, fout = input_format(input, in_fmt), output_format(output, out_fmt)
     if chunk_size < 1:
         raise UlmfitError(f"chunk size must be at least 1, not {chunk_size}")
+    check_max_chars(max_chars)
+    if output != "-":
+        check_output_file(Path(output), option="--output", ours=is_prediction_file, overwrite=overwrite)
     name = "stdin" if input == "-" else Path(input).name
     if input != "-" and not Path(input).is_file():
         raise UlmfitError(f"no such input file: {input}", hint="check the path, or pass --input - for stdin")
     clfs = load_models(list(models), device=device, quantize=quantize)
     labels = clfs[0].labels
     t0 = time.time()
-    rows = 0
+    rows = cut = replaced = 0
     with _open_input(input) as f:
-        texts = chunks(iter_texts(f, fin, text_col=text_col, name=name), chunk_size)
+        lines = _Decoded(f)
+        texts = chunks(iter_texts(lines, fin, text_col=text_col, name=name), chunk_size)
         first = next(texts, None)
         if first is None:
             raise UlmfitError(f"{name} has no texts to classify", hint="check the file, or --input-format")
@@ -219,9 +301,18 @@ def predict_file(models: list[str | Path], input: str | Path, output: str | Path
             writer = _Writer(out, fout, labels)
             bar = progress(_chain(first, texts), desc=f"predict ({chunk_size:,} rows a chunk)", unit="chunk")
             for chunk in bar:
-                probs, _ = ensemble_proba(clfs, chunk, bs=bs)
+                replaced += _count_replaced(lines.bad, chunk)
+                chunk, n_cut = clip_texts(chunk, max_chars)
+                cut += n_cut
+                probs, _ = ensemble_proba(clfs, chunk, bs=bs, max_chars=0)
                 writer.write(probs)
                 rows += len(chunk)
+    # Same wording as `ulmfit data info` and training (ulmfit.data.load_corpus).
+    if replaced:
+        print(f"warning: {name}: {replaced:,} document(s) had bytes that are not UTF-8; "
+              "they were replaced by U+FFFD", file=sys.stderr)
+    if cut:
+        print(f"warning: {name}: {clipped_message(cut, max_chars)}", file=sys.stderr)
     return PredictResult(rows=rows, output=output, seconds=time.time() - t0, labels=labels)
 
 

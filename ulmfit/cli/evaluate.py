@@ -7,11 +7,19 @@ from typing import Annotated, Optional
 
 import typer
 
+from ulmfit.classify.predict import MAX_CHARS
 from ulmfit.cli._common import Bs, Device, LabelCol, TextCol
 
 Split = Annotated[str, typer.Option("--split", help="Which split of SRC to evaluate on: test or valid.")]
 ReportOut = Annotated[Optional[Path], typer.Option(
-    "--out", "-o", help="Write the report as JSON here (and <name>.confusion.png next to it).")]
+    "--out", "-o", help="Write the report as JSON here (and <name>.confusion.png next to it). Checked before the "
+    "models are loaded; existing files are replaced only if they are an earlier report and its plot, unless "
+    "--overwrite.")]
+MaxChars = Annotated[int, typer.Option("--max-chars", help="Characters read per document (0: no limit). A longer "
+                                       "document is scored on its first N characters, and a warning says how many "
+                                       "were cut.")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace --out (and <name>.confusion.png) even when "
+                                         "they are files evaluate did not write (they are lost).")]
 
 
 def register(app: typer.Typer) -> None:
@@ -19,7 +27,9 @@ def register(app: typer.Typer) -> None:
         "Evaluate one or more classifiers (and their ensemble) on a labeled split.\n\n"
         "Reports accuracy, error rate, macro-F1, per-class precision/recall and the confusion matrix. Given a "
         "forward and a backward model, each is reported and so is their ensemble (the mean of their "
-        "probabilities). Labels in the data that the models never saw are an error."))
+        "probabilities). Labels in the data that the models never saw are an error.\n\n"
+        f"A document longer than --max-chars ({MAX_CHARS:,} by default) is scored on its first --max-chars "
+        "characters, with a warning."))
     def evaluate_cmd(
         args: list[str] = typer.Argument(..., metavar="MODEL [MODEL ...] SRC",
                                          help="One or more classifier directories, then the labelled corpus."),
@@ -27,6 +37,8 @@ def register(app: typer.Typer) -> None:
         out: ReportOut = None,
         text_col: TextCol = None,
         label_col: LabelCol = None,
+        max_chars: MaxChars = MAX_CHARS,
+        overwrite: Overwrite = False,
         bs: Bs = None,
         device: Device = None,
     ) -> None:
@@ -37,7 +49,7 @@ def register(app: typer.Typer) -> None:
             raise UlmfitError("evaluate needs at least one MODEL and a SRC",
                               hint="e.g. ulmfit evaluate models/clas imdb --split test")
         report = evaluate(args[:-1], args[-1], split=split, text_col=text_col, label_col=label_col, out=out,
-                          bs=bs, device=device)
+                          bs=bs, device=device, max_chars=max_chars, overwrite=overwrite)
         typer.echo(format_report(report))
         for f in report.files:
             typer.echo(f"wrote {f}")

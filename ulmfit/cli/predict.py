@@ -6,12 +6,15 @@ from typing import Annotated, Optional
 
 import typer
 
+from ulmfit.classify.predict import MAX_CHARS
 from ulmfit.cli._common import Bs, Device, TextCol
 
 Input = Annotated[str, typer.Option("--input", "-i", help="CSV/TSV/JSONL file, plain text (a document per "
                                     "line), or - for stdin (plain lines unless --input-format says otherwise).")]
 Output = Annotated[str, typer.Option("--output", help="Output .csv or .jsonl (written when complete), or - for "
-                                     "JSONL on stdout.")]
+                                     "JSONL on stdout. Checked before the model is loaded; an existing file is "
+                                     "replaced only if it is an earlier output of predict (or empty), unless "
+                                     "--overwrite.")]
 InFmt = Annotated[Optional[str], typer.Option("--input-format", help="csv, tsv, jsonl or lines "
                                               "(default: from the file extension).")]
 OutFmt = Annotated[Optional[str], typer.Option("--output-format", help="csv or jsonl (default: from the "
@@ -20,13 +23,20 @@ Chunk = Annotated[int, typer.Option("--chunk-size", help="Rows read, predicted a
                                     "(bounds memory for large files).")]
 Int8 = Annotated[bool, typer.Option("--int8", help="CPU only: int8 dynamic quantization of the LSTM and "
                                     "linear layers (faster, probabilities differ slightly).")]
+MaxChars = Annotated[int, typer.Option("--max-chars", help="Characters read per document (0: no limit). A longer "
+                                       "document is still classified, from its first N characters, and a warning "
+                                       "says how many were cut. Time per document grows linearly with its length.")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace --output even when it is a file that predict "
+                                         "did not write (it is lost).")]
 
 
 def register(app: typer.Typer) -> None:
     @app.command("predict", help=(
         "Predict labels and probabilities for new texts.\n\n"
         "Writes one row per input row, in input order: the label and one probability per class. Large files "
-        "stream through in chunks; several models are ensembled (mean of probabilities)."))
+        "stream through in chunks; several models are ensembled (mean of probabilities).\n\n"
+        f"A document longer than --max-chars ({MAX_CHARS:,} by default) is classified from its first --max-chars "
+        "characters, with a warning. Input bytes that are not UTF-8 become U+FFFD, with a warning."))
     def predict_cmd(
         models: list[str] = typer.Argument(..., metavar="MODEL [MODEL ...]",
                                            help="Classifier directories (or shared archives of them: URL or "
@@ -37,6 +47,8 @@ def register(app: typer.Typer) -> None:
         input_format: InFmt = None,
         output_format: OutFmt = None,
         chunk_size: Chunk = 10_000,
+        max_chars: MaxChars = MAX_CHARS,
+        overwrite: Overwrite = False,
         bs: Bs = None,
         int8: Int8 = False,
         device: Device = None,
@@ -46,6 +58,7 @@ def register(app: typer.Typer) -> None:
         from ulmfit.classify.predict import predict_file
 
         res = predict_file(models, input, output, text_col=text_col, in_fmt=input_format, out_fmt=output_format,
-                           chunk_size=chunk_size, bs=bs, device=device, quantize=int8)
+                           chunk_size=chunk_size, bs=bs, device=device, quantize=int8, max_chars=max_chars,
+                           overwrite=overwrite)
         if res.output != "-":
             print(f"{res.rows:,} rows -> {res.output} ({res.rows_per_s:,.0f} rows/s)", file=sys.stderr)
