@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
-def _umask() -> int:
+def umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
@@ -39,7 +39,7 @@ def atomic_dir(final: Path, overwrite: bool = True) -> Iterator[Path]:
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=staging_prefix(final.name), dir=final.parent))
     # mkdtemp makes 0700 directories; artifacts should be as readable as anything else the user creates.
-    os.chmod(tmp, 0o777 & ~_umask())
+    os.chmod(tmp, 0o777 & ~umask())
     try:
         yield tmp
         if final.exists() and not overwrite:
@@ -72,7 +72,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files
+        os.chmod(tmp, 0o666 & ~umask())  # mkstemp makes 0600 files
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

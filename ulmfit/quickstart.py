@@ -84,7 +84,7 @@ def quickstart(out: str | Path = "models/quickstart", *, seed: int = 42, preset:
     use it with `fast=True` to run every step on a tiny local corpus.
     """
     from ulmfit.classify.config import resolve_config as clas_config
-    from ulmfit.classify.evaluation import evaluate, format_report
+    from ulmfit.classify.evaluation import check_report_paths, evaluate, format_report
     from ulmfit.classify.train import train_classifier
     from ulmfit.data import load_corpus
     from ulmfit.lm import LanguageModel, finetune, pretrain
@@ -97,6 +97,7 @@ def quickstart(out: str | Path = "models/quickstart", *, seed: int = 42, preset:
     quick = QUICK[preset]
     out = Path(out)
     check_writable_dir(out)  # before minutes of work
+    check_report_paths(out / "report.json", overwrite=False)  # an earlier quickstart's report is replaced
     seconds: dict[str, float] = {}
     t_all = time.time()
 

@@ -34,9 +34,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from ulmfit._io import progress, staging_prefix
+from ulmfit._io import progress, staging_prefix, umask
 from ulmfit._outputs import check_output_file
-from ulmfit.data.readers import _count_replaced, _decode, iter_jsonl, text_columns
+from ulmfit.data.readers import count_replaced, decode_bytes, iter_jsonl, text_columns, warn_not_utf8
 from ulmfit.errors import UlmfitError
 
 if TYPE_CHECKING:  # numpy is not imported at module level: the CLI reads MAX_CHARS from here for its --help
@@ -223,6 +223,7 @@ def _open_output(path: str) -> Iterator[IO[str]]:
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
             yield f
+        os.chmod(tmp, 0o666 & ~umask())  # mkstemp makes 0600 files; an output is as readable as the user's others
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -240,7 +241,7 @@ class _Decoded:
     def __iter__(self) -> Iterator[str]:
         for line in self.f:
             if not line.isascii() and _ESCAPED.search(line):
-                line, _ = _decode(line.encode("utf-8", "surrogateescape"))
+                line, _ = decode_bytes(line.encode("utf-8", "surrogateescape"))
                 self.bad = True
             yield line
 
@@ -301,16 +302,13 @@ def predict_file(models: list[str | Path], input: str | Path, output: str | Path
             writer = _Writer(out, fout, labels)
             bar = progress(_chain(first, texts), desc=f"predict ({chunk_size:,} rows a chunk)", unit="chunk")
             for chunk in bar:
-                replaced += _count_replaced(lines.bad, chunk)
+                replaced += count_replaced(lines.bad, chunk)
                 chunk, n_cut = clip_texts(chunk, max_chars)
                 cut += n_cut
                 probs, _ = ensemble_proba(clfs, chunk, bs=bs, max_chars=0)
                 writer.write(probs)
                 rows += len(chunk)
-    # Same wording as `ulmfit data info` and training (ulmfit.data.load_corpus).
-    if replaced:
-        print(f"warning: {name}: {replaced:,} document(s) had bytes that are not UTF-8; "
-              "they were replaced by U+FFFD", file=sys.stderr)
+    warn_not_utf8(name, replaced)
     if cut:
         print(f"warning: {name}: {clipped_message(cut, max_chars)}", file=sys.stderr)
     return PredictResult(rows=rows, output=output, seconds=time.time() - t0, labels=labels)

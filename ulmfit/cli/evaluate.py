@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from ulmfit.classify.predict import MAX_CHARS
-from ulmfit.cli._common import Bs, Device, LabelCol, TextCol
+from ulmfit.cli._common import Device, InferBs, LabelCol, TextCol
 
 Split = Annotated[str, typer.Option("--split", help="Which split of SRC to evaluate on: test or valid.")]
 ReportOut = Annotated[Optional[Path], typer.Option(
@@ -39,7 +39,7 @@ def register(app: typer.Typer) -> None:
         label_col: LabelCol = None,
         max_chars: MaxChars = MAX_CHARS,
         overwrite: Overwrite = False,
-        bs: Bs = None,
+        bs: InferBs = None,
         device: Device = None,
     ) -> None:
         from ulmfit.classify.evaluation import evaluate, format_report

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from ulmfit.classify.predict import MAX_CHARS
-from ulmfit.cli._common import Bs, Device, TextCol
+from ulmfit.cli._common import Device, InferBs, TextCol
 
 Input = Annotated[str, typer.Option("--input", "-i", help="CSV/TSV/JSONL file, plain text (a document per "
                                     "line), or - for stdin (plain lines unless --input-format says otherwise).")]
@@ -49,7 +49,7 @@ def register(app: typer.Typer) -> None:
         chunk_size: Chunk = 10_000,
         max_chars: MaxChars = MAX_CHARS,
         overwrite: Overwrite = False,
-        bs: Bs = None,
+        bs: InferBs = None,
         int8: Int8 = False,
         device: Device = None,
     ) -> None:

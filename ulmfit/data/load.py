@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from ulmfit.data.corpus import Corpus
-from ulmfit.data.readers import read_source
+from ulmfit.data.readers import read_source, warn_not_utf8
 from ulmfit.data.registry import DATASETS, get_dataset
 from ulmfit.data.splits import carve_splits
 from ulmfit.errors import UlmfitError
@@ -42,9 +42,7 @@ def load_corpus(src: str | Path, *, text_col: str | list[str] | None = None, lab
         raise UlmfitError(f"valid_pct must be in [0, 1), got {valid_pct}", hint="e.g. 0.1 for 10%")
     path, name = resolve_source(src)
     rows = read_source(path, fmt=fmt, text_col=text_col, label_col=label_col, doc_sep=doc_sep)
-    if rows.n_replaced:
-        print(f"warning: {name}: {rows.n_replaced:,} document(s) had bytes that are not UTF-8; "
-              "they were replaced by U+FFFD", file=sys.stderr)
+    warn_not_utf8(name, rows.n_replaced)
     keep = [i for i, t in enumerate(rows.texts) if t.strip()]
     if not keep:
         what = f"all {len(rows.texts):,} documents are" if rows.texts else "no documents were found, or all are"

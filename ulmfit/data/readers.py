@@ -209,14 +209,21 @@ def read_source(path: Path, *, fmt: str | None = None, text_col: str | list[str]
 
 # ---------------------------------------------------------------------------------------------- decoding
 
-def _decode(data: bytes) -> tuple[str, bool]:
+def decode_bytes(data: bytes) -> tuple[str, bool]:
     try:
         return data.decode("utf-8-sig"), False
     except UnicodeDecodeError:
         return data.decode("utf-8-sig", errors="replace"), True
 
 
-def _count_replaced(bad: bool, texts: Iterable[str]) -> int:
+def warn_not_utf8(name: str, n_documents: int) -> None:
+    """The one warning every command prints when input bytes were not UTF-8."""
+    if n_documents:
+        print(f"warning: {name}: {n_documents:,} document(s) had bytes that are not UTF-8; "
+              "they were replaced by U+FFFD", file=sys.stderr)
+
+
+def count_replaced(bad: bool, texts: Iterable[str]) -> int:
     # A file of many documents is decoded once; the affected documents are those holding U+FFFD.
     return sum("\ufffd" in t for t in texts) if bad else 0
 
@@ -379,23 +386,23 @@ def _one_doc_per_file(tree: _Tree, files: dict, keyed: list) -> Rows:
     rows = Rows()
     keyed.sort(key=lambda k: (_SPLIT_ORDER[k[0][0]], k[0][1], k[0][2]))
     for _, p, label, split in keyed:
-        text, bad = _decode(tree.read(files[p]))
+        text, bad = decode_bytes(tree.read(files[p]))
         rows.n_replaced += bad
         rows.add(text, label, split)
     return rows
 
 
 def _parse_lines(data: bytes, label: str | None, split: str) -> Rows:
-    text, bad = _decode(data)
+    text, bad = decode_bytes(data)
     rows = Rows()
     for line in text.splitlines():
         rows.add(line, label, split)
-    rows.n_replaced = _count_replaced(bad, rows.texts)
+    rows.n_replaced = count_replaced(bad, rows.texts)
     return rows
 
 
 def _parse_text(data: bytes, doc_sep: str) -> Rows:
-    text, bad = _decode(data)
+    text, bad = decode_bytes(data)
     blank = re.compile(r"\n(?:[ \t\r\f\v]*\n)+")
     if doc_sep == "auto":
         doc_sep = "paragraph" if blank.search(text.replace("\r\n", "\n")) else "line"
@@ -406,7 +413,7 @@ def _parse_text(data: bytes, doc_sep: str) -> Rows:
     rows = Rows()
     for d in docs:
         rows.add(d.strip("\n"), None, "train")
-    rows.n_replaced = _count_replaced(bad, rows.texts)
+    rows.n_replaced = count_replaced(bad, rows.texts)
     return rows
 
 
@@ -416,7 +423,7 @@ def _table_columns(data: bytes, fmt: str, name: str) -> tuple[list[str], Callabl
     """(column names, column getter, had undecodable bytes) for one table file."""
     if fmt in ("csv", "tsv"):
         _require_text(data, fmt, name)
-        text, bad = _decode(data)
+        text, bad = decode_bytes(data)
         csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # reviews can be longer than csv's 128 KiB default
         try:
             reader = csv.reader(io.StringIO(text, newline=""), delimiter="," if fmt == "csv" else "\t")
@@ -431,7 +438,7 @@ def _table_columns(data: bytes, fmt: str, name: str) -> tuple[list[str], Callabl
         index = {h: i for i, h in enumerate(header)}
         return header, lambda c: [r[index[c]] if index[c] < len(r) else None for r in body], bad
     if fmt == "jsonl":
-        text, bad = _decode(data)
+        text, bad = decode_bytes(data)
         records = [rec for _, rec in iter_jsonl(text.splitlines(), name)]
         header = list(dict.fromkeys(k for rec in records for k in rec))
         return header, lambda c: [rec.get(c) for rec in records], bad
@@ -587,5 +594,5 @@ def _parse_table(data: bytes, fmt: str, name: str, text_col, label_col, *, defau
         y = _cell(labels[i]) if labels is not None else None
         s = _split_value(splits[i], split, name, i + 1) if splits is not None else default_split
         rows.add(text, y.strip() if y else None, s)
-    rows.n_replaced = _count_replaced(bad, rows.texts)
+    rows.n_replaced = count_replaced(bad, rows.texts)
     return rows
