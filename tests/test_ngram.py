@@ -84,3 +84,63 @@ def test_tiny_training_sets_still_fit() -> None:
     texts, labels = _corpus(6, seed=3)
     model = fit_ngram(texts, labels, ["neg", "pos"], seed=0)
     assert model.predict_proba(texts).shape == (6, 2)
+
+
+# ---- through the pipeline: classify stores it, predict and evaluate use it ---------------------------------
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A tiny LM and two classifiers on it: with the n-gram model (default) and without (--set ngram=off)."""
+    from test_classify import _pretrain, labelled, lm_corpus, write_csv
+    from ulmfit.cli.main import main
+
+    tmp = tmp_path_factory.mktemp("ngram")
+    lm = _pretrain(tmp / "lm", lm_corpus(300), epochs=1)
+    src = write_csv(tmp / "reviews.csv", labelled(80, 40, seed=1, valid_rare=False))
+    base = ["classify", str(src), "--lm", str(lm), "--preset", "tiny", "--seed", "0"]
+    assert main(base + ["--out", str(tmp / "with")]) == 0
+    assert main(base + ["--out", str(tmp / "without"), "--set", "ngram=off"]) == 0
+    return tmp, src
+
+
+def test_classify_stores_the_ngram_model_and_its_validated_weight(runs) -> None:
+    import json
+
+    from ulmfit.classify import Classifier
+
+    tmp, src = runs
+    meta = json.loads((tmp / "with" / "model-best" / "meta.json").read_text())["ngram"]
+    assert 0 <= meta["weight"] <= 1 and meta["chosen_on_valid"] and len(meta["weights_tried"]) == 11
+    best_nll = min(v["nll"] for v in meta["weights_tried"].values())
+    assert meta["weights_tried"][str(meta["weight"])]["nll"] == best_nll  # the valid split's lowest log-loss
+    assert {"valid", "ensemble_valid", "c", "cv_accuracy"} <= set(meta)
+    clf = Classifier.load(tmp / "with")
+    texts = ["the film was good and great", "the film was bad and awful"]
+    neural, ngram = clf.predict_parts(texts)
+    w = meta["weight"]
+    assert np.allclose(clf.predict_proba(texts), (1 - w) * neural + w * ngram, atol=1e-6)
+    alone = Classifier.load(tmp / "with", ngram_weight=0)
+    assert np.allclose(alone.predict_proba(texts), neural, atol=1e-6)
+    assert Classifier.load(tmp / "without").ngram is None
+    assert not (tmp / "without" / "model-best" / JSON_FILE).exists()
+
+
+def test_evaluate_reports_both_models_and_the_ensemble(runs, capsys) -> None:
+    from ulmfit.cli.main import main
+
+    tmp, src = runs
+    assert main(["evaluate", str(tmp / "with"), str(src), "--split", "valid", "--ngram-weight", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "+ n-gram (w 0.5)" in out and "model-best neural" in out and "model-best n-gram" in out
+
+
+def test_asking_for_the_ensemble_without_an_ngram_model_is_one_line(runs, capsys) -> None:
+    from ulmfit.cli.main import main
+
+    tmp, src = runs
+    assert main(["predict", str(tmp / "without"), "--input", str(src), "--ngram-weight", "0.5"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("error: ") and "has no n-gram model" in err[0] and len(err) == 2
+    assert main(["predict", str(tmp / "with"), "--input", str(src), "--ngram-weight", "2"]) == 1
+    assert "--ngram-weight must be in [0, 1]" in capsys.readouterr().err

@@ -5,6 +5,9 @@
     # [{"label": "pos", "probs": {"neg": 0.03, "pos": 0.97}}, {"label": "neg", "probs": {...}}]
     clf.predict_proba(texts)                         # (n, n_labels) float32, columns in clf.labels order
 
+A bundle trained with the n-gram baseline (`ulmfit.classify.ngram`) carries its weight in meta.json; predictions
+are then (1-w) x neural + w x n-gram (`ngram_weight` overrides w; 0: the neural model alone).
+
 A text longer than `max_chars` characters (default MAX_CHARS, 100,000; 0: no limit) is classified from its first
 `max_chars` characters, with a UserWarning saying how many were cut: time per text is linear in its length, and
 the limit bounds it.
@@ -20,6 +23,8 @@ from typing import Any
 import numpy as np
 
 from ulmfit.classify.config import ClassifierConfig, config_from_dict
+from ulmfit.classify.ngram import JSON_FILE as NGRAM_FILE
+from ulmfit.classify.ngram import NgramModel, mix
 from ulmfit.classify.predict import MAX_CHARS, check_max_chars, clip_texts, clipped_message
 from ulmfit.errors import UlmfitError
 
@@ -29,7 +34,8 @@ class Classifier:
 
     def __init__(self, model, *, tokenizer, vocab, labels: list[str], config: ClassifierConfig,
                  arch: dict[str, Any], direction: str = "forward", path: Path | None = None, device=None,
-                 quantized: bool = False, temperature: float = 1.0) -> None:
+                 quantized: bool = False, temperature: float = 1.0, ngram: NgramModel | None = None,
+                 ngram_weight: float = 0.0) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.vocab = vocab
@@ -41,15 +47,19 @@ class Classifier:
         self.device = device
         self.quantized = quantized
         self.temperature = temperature  # fitted on the valid split by `ulmfit classify` (1: none)
+        self.ngram = ngram  # the bag-of-n-grams baseline fitted on the same training split, if the bundle has it
+        self.ngram_weight = ngram_weight if ngram is not None else 0.0
 
     @property
     def backwards(self) -> bool:
         return self.direction == "backward"
 
     @classmethod
-    def load(cls, path: str | Path, device: str | None = None, quantize: bool = False) -> Classifier:
+    def load(cls, path: str | Path, device: str | None = None, quantize: bool = False,
+             ngram_weight: float | None = None) -> Classifier:
         """Open a classifier bundle (or a `ulmfit classify` run dir). `quantize`: int8 dynamic quantization of
-        the LSTM and Linear layers for faster CPU inference (slightly different probabilities)."""
+        the LSTM and Linear layers for faster CPU inference (slightly different probabilities). `ngram_weight`:
+        the n-gram model's weight in the output instead of the one chosen at training (0: neural alone)."""
         from ulmfit.bundle import read_bundle
         from ulmfit.classify.model import build_model, inference_model, load_state
         from ulmfit.runtime import resolve_device, set_threads as _set_threads
@@ -78,8 +88,10 @@ class Classifier:
         if not temperature > 0:
             raise UlmfitError(f"{b.path}/meta.json has a bad calibration temperature {temperature}",
                               hint="the bundle is damaged; train again")
+        ngram, weight = _ngram_part(b, ngram_weight)
         return cls(model, tokenizer=tokenizer, vocab=vocab, labels=labels, config=cfg, arch=arch,
-                   direction=b.direction, path=b.path, device=dev, quantized=quantize, temperature=temperature)
+                   direction=b.direction, path=b.path, device=dev, quantized=quantize, temperature=temperature,
+                   ngram=ngram, ngram_weight=weight)
 
     # ------------------------------------------------------------------------------------------ predict
 
@@ -89,8 +101,15 @@ class Classifier:
 
     def predict_proba(self, texts: str | Iterable[str], *, bs: int | None = None, progress: bool = False,
                       max_chars: int = MAX_CHARS) -> np.ndarray:
-        """(n_texts, n_labels) float32 probabilities, rows in input order, columns in `self.labels` order.
-        Texts longer than `max_chars` characters (0: no limit) are classified from their first `max_chars`."""
+        """(n_texts, n_labels) float32 probabilities, rows in input order, columns in `self.labels` order: the
+        neural model's, mixed with the n-gram model's when `ngram_weight` > 0. Texts longer than `max_chars`
+        characters (0: no limit) are classified from their first `max_chars`."""
+        neural, ngram = self.predict_parts(texts, bs=bs, progress=progress, max_chars=max_chars)
+        return mix(neural, ngram, self.ngram_weight).astype(np.float32)
+
+    def predict_parts(self, texts: str | Iterable[str], *, bs: int | None = None, progress: bool = False,
+                      max_chars: int = MAX_CHARS) -> tuple[np.ndarray, np.ndarray | None]:
+        """(the neural model's probabilities, the n-gram model's or None), both as `predict_proba`'s."""
         from ulmfit.classify.metrics import temperature_scale
         from ulmfit.classify.model import predict_ids
 
@@ -105,7 +124,8 @@ class Classifier:
         probs = predict_ids(self.model, docs, bs=bs or max(self.config.bs, 64), pad_idx=self.vocab.pad_id,
                             bptt=self.config.bptt, backwards=self.backwards, bos_idx=self.vocab.bos_id,
                             device=self.device, progress_desc="predict" if progress else None)
-        return temperature_scale(probs, self.temperature)
+        neural = temperature_scale(probs, self.temperature)
+        return neural, (self.ngram.predict_proba(texts) if self.ngram is not None else None)
 
     def predict(self, texts: str | Iterable[str], *, bs: int | None = None,
                 max_chars: int = MAX_CHARS) -> list[dict[str, Any]]:
@@ -116,6 +136,19 @@ class Classifier:
         where = self.path.name if self.path else "?"
         return (f"Classifier({where}: {len(self.labels)} labels {self.labels[:5]}, {self.direction}, "
                 f"vocab {len(self.vocab.itos)}{', int8' if self.quantized else ''})")
+
+
+def _ngram_part(b, weight: float | None) -> tuple[NgramModel | None, float]:
+    """The bundle's n-gram model and its weight (the one chosen at training unless `weight` is given)."""
+    has = (b.path / NGRAM_FILE).is_file()
+    if weight is not None and not 0 <= weight <= 1:
+        raise UlmfitError(f"--ngram-weight must be in [0, 1], not {weight}", hint="0 uses the neural model alone")
+    if weight and not has:
+        raise UlmfitError(f"{b.path} has no n-gram model, so an n-gram weight of {weight:g} cannot apply",
+                          hint="it was trained with ngram off or before bundles carried one: use --ngram-weight 0")
+    if weight is None:
+        weight = float((b.meta.get("ngram") or {}).get("weight", 0.0))
+    return (NgramModel.load(b.path) if has else None), weight
 
 
 def _clip(texts: list, max_chars: int) -> list:
@@ -133,11 +166,12 @@ def probs_to_records(probs: np.ndarray, labels: list[str]) -> list[dict[str, Any
             for b, row in zip(best, probs)]
 
 
-def load_models(paths: list[str | Path], *, device: str | None = None, quantize: bool = False) -> list[Classifier]:
+def load_models(paths: list[str | Path], *, device: str | None = None, quantize: bool = False,
+                ngram_weight: float | None = None) -> list[Classifier]:
     """Several classifiers meant to be used together: all must predict the same label set."""
     if not paths:
         raise UlmfitError("no model given", hint="pass one or more classifier directories")
-    models = [Classifier.load(p, device=device, quantize=quantize) for p in paths]
+    models = [Classifier.load(p, device=device, quantize=quantize, ngram_weight=ngram_weight) for p in paths]
     first = models[0]
     for m in models[1:]:
         if sorted(m.labels) != sorted(first.labels):
@@ -152,10 +186,11 @@ def ensemble_proba(models: list[Classifier], texts: list[str], *, bs: int | None
     than `max_chars` characters (0: no limit) are classified from their first `max_chars`."""
     labels = models[0].labels
     texts = _clip(list(texts), max_chars)  # once here, not once per model
-    each = []
-    for m in models:
-        p = m.predict_proba(texts, bs=bs, progress=progress, max_chars=0)
-        if m.labels != labels:  # same set, other order: reorder columns
-            p = p[:, [m.labels.index(lab) for lab in labels]]
-        each.append(p)
+    each = [aligned(m.predict_proba(texts, bs=bs, progress=progress, max_chars=0), m.labels, labels)
+            for m in models]
     return np.mean(each, axis=0).astype(np.float32), each
+
+
+def aligned(p: np.ndarray, have: list[str], want: list[str]) -> np.ndarray:
+    """Probability columns reordered from label order `have` to `want` (the same set)."""
+    return p if have == want else p[:, [have.index(lab) for lab in want]]

@@ -1,7 +1,10 @@
 """`evaluate`: one or more classifiers (and their ensemble) on a labelled split of a corpus.
 
 Given a forward and a backward model, each is reported and so is their ensemble, the mean of their
-probabilities (ULMFiT's bidirectional result). The report is JSON-ready; `format_report` prints it as a table.
+probabilities (ULMFiT's bidirectional result). A model whose bundle carries the n-gram baseline is reported three
+ways: its output as `predict` gives it (neural and n-gram mixed with the bundle's weight), the neural model alone and
+the n-gram model alone, so the user sees what the language model adds on their data. The report is JSON-ready;
+`format_report` prints it as a table.
 
 Documents longer than `max_chars` characters are scored on their first `max_chars` (as `predict` does), with a
 warning. The report path is checked before a model is loaded: an existing file that is not an earlier report
@@ -31,7 +34,9 @@ class EvalReport:
     split: str
     source: str
     labels: list[str]
-    models: list[dict[str, Any]]  # {"model": name, "direction": ..., **classification_report}
+    # {"model": name, "direction": ..., "ngram_weight": w, **classification_report of what predict outputs,
+    #  "parts": {"neural": report, "ngram": report} when the bundle has an n-gram model}
+    models: list[dict[str, Any]]
     ensemble: dict[str, Any] | None = None  # the same for the mean of the models' probabilities
     files: list[Path] = field(default_factory=list)  # what was written (JSON, PNG)
 
@@ -83,13 +88,15 @@ def _name(path: Path | None) -> str:
 
 def evaluate(models: list[str | Path], src: str | Path | Corpus, *, split: str = "test", text_col: str | None = None,
              label_col: str | None = None, out: str | Path | None = None, bs: int | None = None,
-             device: str | None = None, max_chars: int = MAX_CHARS, overwrite: bool = False) -> EvalReport:
+             device: str | None = None, max_chars: int = MAX_CHARS, overwrite: bool = False,
+             ngram_weight: float | None = None) -> EvalReport:
     """Evaluate classifier bundles on `split` of SRC; with `out` (a .json path) write the report and a
     confusion-matrix PNG next to it (`<out stem>.confusion.png`). Documents longer than `max_chars` characters
     (0: no limit) are scored on their first `max_chars`. Existing files at `out` that are not an earlier report
     are refused unless `overwrite`; this is checked before a model is loaded."""
-    from ulmfit.classify.classifier import ensemble_proba, load_models
+    from ulmfit.classify.classifier import aligned, load_models
     from ulmfit.classify.metrics import classification_report
+    from ulmfit.classify.ngram import mix
     from ulmfit.data import SPLITS, Corpus, load_corpus
 
     if split not in SPLITS:
@@ -102,7 +109,7 @@ def evaluate(models: list[str | Path], src: str | Path | Corpus, *, split: str =
     check_max_chars(max_chars)
     if out is not None:
         check_report_paths(out, overwrite)
-    clfs = load_models(models, device=device)
+    clfs = load_models(models, device=device, ngram_weight=ngram_weight)
     labels = clfs[0].labels
     # Same seed as the classifier run: a "valid" carved from train is the same one the model was selected on.
     corpus = src if isinstance(src, Corpus) else load_corpus(src, text_col=text_col, label_col=label_col,
@@ -127,10 +134,19 @@ def evaluate(models: list[str | Path], src: str | Path | Corpus, *, split: str =
     texts, cut = clip_texts(texts, max_chars)
     if cut:
         print(f"warning: {corpus.name}: {clipped_message(cut, max_chars)}", file=sys.stderr)
-    mean, each = ensemble_proba(clfs, texts, bs=bs, progress=True, max_chars=0)
-    reports = []
-    for clf, p in zip(clfs, each):
-        reports.append({"model": _name(clf.path), "direction": clf.direction, **classification_report(y, p, labels)})
+    reports, each = [], []
+    for clf in clfs:
+        neural, ngram = (aligned(p, clf.labels, labels) if p is not None else None
+                         for p in clf.predict_parts(texts, bs=bs, progress=True, max_chars=0))
+        shipped = mix(neural, ngram, clf.ngram_weight)
+        each.append(shipped)
+        row = {"model": _name(clf.path), "direction": clf.direction, "ngram_weight": clf.ngram_weight,
+               **classification_report(y, shipped, labels)}
+        if ngram is not None:
+            row["parts"] = {"neural": classification_report(y, neural, labels),
+                            "ngram": classification_report(y, ngram, labels)}
+        reports.append(row)
+    mean = np.mean(each, axis=0)
     ens = None
     if len(clfs) > 1:
         ens = {"model": "ensemble (mean of probabilities)", "direction": "+".join(c.direction for c in clfs),
@@ -158,7 +174,17 @@ def _write(report: EvalReport, out: Path) -> None:
 def format_report(report: EvalReport) -> str:
     """An aligned text table: one row per model (+ the ensemble), then per-class precision/recall and the
     confusion matrix of the headline result."""
-    rows = report.models + ([report.ensemble] if report.ensemble else [])
+    rows = []
+    for m in report.models:  # what predict outputs, then (with an n-gram model) each part alone
+        parts = m.get("parts")
+        if not parts:
+            rows.append(m)
+            continue
+        if m["ngram_weight"] > 0:
+            rows.append({**m, "model": f"{m['model']} + n-gram (w {m['ngram_weight']:g})"})
+        rows.append({**parts["neural"], "model": f"{m['model']} neural", "direction": m["direction"]})
+        rows.append({**parts["ngram"], "model": f"{m['model']} n-gram", "direction": "-"})
+    rows += [report.ensemble] if report.ensemble else []
     name_w = max(12, *(len(r["model"]) for r in rows))
     lines = [f"{report.source} / {report.split}: {report.headline['documents']:,} documents, "
              f"{len(report.labels)} labels",

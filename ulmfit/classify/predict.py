@@ -269,7 +269,8 @@ def _open_input(path: str) -> Iterator[IO[str]]:
 def predict_file(models: list[str | Path], input: str | Path, output: str | Path, *, text_col: str | None = None,
                  in_fmt: str | None = None, out_fmt: str | None = None, chunk_size: int = 10_000,
                  bs: int | None = None, device: str | None = None, quantize: bool = False,
-                 max_chars: int = MAX_CHARS, overwrite: bool = False) -> PredictResult:
+                 max_chars: int = MAX_CHARS, overwrite: bool = False,
+                 ngram_weight: float | None = None) -> PredictResult:
     """Predict a label and per-class probabilities for every row of `input`, written to `output` in input
     order. Several models are ensembled (mean of probabilities); they must share their label set.
 
@@ -288,7 +289,7 @@ def predict_file(models: list[str | Path], input: str | Path, output: str | Path
     name = "stdin" if input == "-" else Path(input).name
     if input != "-" and not Path(input).is_file():
         raise UlmfitError(f"no such input file: {input}", hint="check the path, or pass --input - for stdin")
-    clfs = load_models(list(models), device=device, quantize=quantize)
+    clfs = load_models(list(models), device=device, quantize=quantize, ngram_weight=ngram_weight)
     labels = clfs[0].labels
     t0 = time.time()
     rows = cut = replaced = 0

@@ -100,7 +100,7 @@ def register(app: typer.Typer) -> None:
         result = train_classifier(src, lm=lm, out=out, config=cfg, text_col=text_col, label_col=label_col,
                                   device=device, unlabeled=unlabeled, overwrite=overwrite)
         line = f"{result.best}\tvalid accuracy {result.accuracy:.4f}\tmacro-F1 {result.valid['macro_f1']:.4f}"
-        if result.ngram:
-            line += (f"\tn-gram {result.ngram['valid']['accuracy']:.4f}\tensemble (w {result.ngram['weight']:g}) "
-                     f"{result.shipped_accuracy:.4f}")
+        if result.ngram:  # the line's accuracy is the ensemble's; each part's after it
+            line += (f"\t(n-gram weight {result.ngram['weight']:g}: neural "
+                     f"{result.ngram['neural_valid']['accuracy']:.4f}, n-gram {result.ngram['valid']['accuracy']:.4f})")
         typer.echo(line)

@@ -8,16 +8,13 @@ from typing import Annotated, Optional
 import typer
 
 from ulmfit.classify.predict import MAX_CHARS
-from ulmfit.cli._common import Device, InferBs, LabelCol, TextCol
+from ulmfit.cli._common import Device, InferBs, MaxChars, NgramWeight, LabelCol, TextCol
 
 Split = Annotated[str, typer.Option("--split", help="Which split of SRC to evaluate on: test or valid.")]
 ReportOut = Annotated[Optional[Path], typer.Option(
     "--out", "-o", help="Write the report as JSON here (and <name>.confusion.png next to it). Checked before the "
     "models are loaded; existing files are replaced only if they are an earlier report and its plot, unless "
     "--overwrite.")]
-MaxChars = Annotated[int, typer.Option("--max-chars", help="Characters read per document (0: no limit). A longer "
-                                       "document is scored on its first N characters, and a warning says how many "
-                                       "were cut.")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace --out (and <name>.confusion.png) even when "
                                          "they are files evaluate did not write (they are lost).")]
 
@@ -39,6 +36,7 @@ def register(app: typer.Typer) -> None:
         label_col: LabelCol = None,
         max_chars: MaxChars = MAX_CHARS,
         overwrite: Overwrite = False,
+        ngram_weight: NgramWeight = None,
         bs: InferBs = None,
         device: Device = None,
     ) -> None:
@@ -49,7 +47,8 @@ def register(app: typer.Typer) -> None:
             raise UlmfitError("evaluate needs at least one MODEL and a SRC",
                               hint="e.g. ulmfit evaluate models/clas imdb --split test")
         report = evaluate(args[:-1], args[-1], split=split, text_col=text_col, label_col=label_col, out=out,
-                          bs=bs, device=device, max_chars=max_chars, overwrite=overwrite)
+                          bs=bs, device=device, max_chars=max_chars, overwrite=overwrite,
+                          ngram_weight=ngram_weight)
         typer.echo(format_report(report))
         for f in report.files:
             typer.echo(f"wrote {f}")

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from ulmfit.classify.predict import MAX_CHARS
-from ulmfit.cli._common import Device, InferBs, TextCol
+from ulmfit.cli._common import Device, InferBs, MaxChars, NgramWeight, TextCol
 
 Input = Annotated[str, typer.Option("--input", "-i", help="CSV/TSV/JSONL file, plain text (a document per "
                                     "line), or - for stdin (plain lines unless --input-format says otherwise).")]
@@ -23,9 +23,6 @@ Chunk = Annotated[int, typer.Option("--chunk-size", help="Rows read, predicted a
                                     "(bounds memory for large files).")]
 Int8 = Annotated[bool, typer.Option("--int8", help="CPU only: int8 dynamic quantization of the LSTM and "
                                     "linear layers (faster, probabilities differ slightly).")]
-MaxChars = Annotated[int, typer.Option("--max-chars", help="Characters read per document (0: no limit). A longer "
-                                       "document is still classified, from its first N characters, and a warning "
-                                       "says how many were cut. Time per document grows linearly with its length.")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace --output even when it is a file that predict "
                                          "did not write (it is lost).")]
 
@@ -49,6 +46,7 @@ def register(app: typer.Typer) -> None:
         chunk_size: Chunk = 10_000,
         max_chars: MaxChars = MAX_CHARS,
         overwrite: Overwrite = False,
+        ngram_weight: NgramWeight = None,
         bs: InferBs = None,
         int8: Int8 = False,
         device: Device = None,
@@ -59,6 +57,6 @@ def register(app: typer.Typer) -> None:
 
         res = predict_file(models, input, output, text_col=text_col, in_fmt=input_format, out_fmt=output_format,
                            chunk_size=chunk_size, bs=bs, device=device, quantize=int8, max_chars=max_chars,
-                           overwrite=overwrite)
+                           overwrite=overwrite, ngram_weight=ngram_weight)
         if res.output != "-":
             print(f"{res.rows:,} rows -> {res.output} ({res.rows_per_s:,.0f} rows/s)", file=sys.stderr)
