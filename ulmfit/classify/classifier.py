@@ -22,11 +22,15 @@ from typing import Any
 
 import numpy as np
 
+from ulmfit.bundle import read_bundle
 from ulmfit.classify.config import ClassifierConfig, config_from_dict
+from ulmfit.classify.metrics import temperature_scale
+from ulmfit.classify.model import build_model, inference_model, load_state, predict_ids
 from ulmfit.classify.ngram import JSON_FILE as NGRAM_FILE
 from ulmfit.classify.ngram import NgramModel, mix
 from ulmfit.classify.predict import MAX_CHARS, check_max_chars, clip_texts, clipped_message
 from ulmfit.errors import UlmfitError
+from ulmfit.runtime import resolve_device, set_threads
 
 
 class Classifier:
@@ -60,11 +64,7 @@ class Classifier:
         """Open a classifier bundle (or a `ulmfit classify` run dir). `quantize`: int8 dynamic quantization of
         the LSTM and Linear layers for faster CPU inference (slightly different probabilities). `ngram_weight`:
         the n-gram model's weight in the output instead of the one chosen at training (0: neural alone)."""
-        from ulmfit.bundle import read_bundle
-        from ulmfit.classify.model import build_model, inference_model, load_state
-        from ulmfit.runtime import resolve_device, set_threads as _set_threads
-
-        _set_threads()  # ULMFIT_THREADS caps torch's threads, as for every other command
+        set_threads()  # ULMFIT_THREADS caps torch's threads, as for every other command
         b = read_bundle(path, stage="classifier")
         labels = b.labels
         if not labels or not isinstance(labels, list):
@@ -110,9 +110,6 @@ class Classifier:
     def predict_parts(self, texts: str | Iterable[str], *, bs: int | None = None, progress: bool = False,
                       max_chars: int = MAX_CHARS) -> tuple[np.ndarray, np.ndarray | None]:
         """(the neural model's probabilities, the n-gram model's or None), both as `predict_proba`'s."""
-        from ulmfit.classify.metrics import temperature_scale
-        from ulmfit.classify.model import predict_ids
-
         texts = [texts] if isinstance(texts, str) else list(texts)
         if not texts:
             raise UlmfitError("there are no texts to classify", hint="pass at least one text")

@@ -17,16 +17,18 @@ import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from ulmfit._io import write_json
 from ulmfit._outputs import check_output_file
+from ulmfit.classify.classifier import aligned, load_models
+from ulmfit.classify.metrics import classification_report, plot_confusion
+from ulmfit.classify.ngram import mix
 from ulmfit.classify.predict import MAX_CHARS, check_max_chars, clip_texts, clipped_message
+from ulmfit.data import SPLITS, Corpus, load_corpus
 from ulmfit.errors import UlmfitError
-
-if TYPE_CHECKING:
-    from ulmfit.data import Corpus
 
 
 @dataclass
@@ -94,11 +96,6 @@ def evaluate(models: list[str | Path], src: str | Path | Corpus, *, split: str =
     confusion-matrix PNG next to it (`<out stem>.confusion.png`). Documents longer than `max_chars` characters
     (0: no limit) are scored on their first `max_chars`. Existing files at `out` that are not an earlier report
     are refused unless `overwrite`; this is checked before a model is loaded."""
-    from ulmfit.classify.classifier import aligned, load_models
-    from ulmfit.classify.metrics import classification_report
-    from ulmfit.classify.ngram import mix
-    from ulmfit.data import SPLITS, Corpus, load_corpus
-
     if split not in SPLITS:
         raise UlmfitError(f"unknown split {split!r}", hint=f"use one of: {', '.join(SPLITS[:3])}")
     if split == "unsup":
@@ -158,9 +155,6 @@ def evaluate(models: list[str | Path], src: str | Path | Corpus, *, split: str =
 
 
 def _write(report: EvalReport, out: Path) -> None:
-    from ulmfit._io import write_json
-    from ulmfit.classify.metrics import plot_confusion
-
     png = plot_path(out)
     head = report.headline
     plot_confusion(np.array(head["confusion"]["matrix"]), report.labels, png,
