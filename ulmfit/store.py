@@ -24,20 +24,24 @@ import hashlib
 import json
 import os
 import shutil
+import multiprocessing as mp
 import sys
+import time
+from array import array
 from collections.abc import Iterator
+from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ulmfit._io import atomic_dir, progress, read_json, write_json
+import numpy as np
+
+from ulmfit._io import atomic_dir, progress, read_json, versions, write_json
 from ulmfit._rundir import clean_stale_staging, file_lock
 from ulmfit.errors import UlmfitError
 from ulmfit.tokenize import TextTokenizer, TokenizerSpec, Vocab, build_vocab, train_tokenizer
 from ulmfit.tokenize.vocab import make_itos
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from ulmfit.data.corpus import Corpus
 
 STORE_FORMAT = 1
@@ -81,8 +85,6 @@ class TokenStore:
 
     def ids(self, split: str) -> np.ndarray:
         """All token ids of `split`, flat, memory-mapped (uint16 or int32)."""
-        import numpy as np
-
         self._check(split)
         if split not in self._ids:
             self._ids[split] = np.load(self.root / f"{split}.ids.npy", mmap_mode="r")
@@ -90,16 +92,12 @@ class TokenStore:
 
     def offsets(self, split: str) -> np.ndarray:
         """int64, n_docs + 1."""
-        import numpy as np
-
         self._check(split)
         if split not in self._offsets:
             self._offsets[split] = np.load(self.root / f"{split}.offsets.npy")
         return self._offsets[split]
 
     def lengths(self, split: str) -> np.ndarray:
-        import numpy as np
-
         return np.diff(self.offsets(split))
 
     def docs(self, split: str) -> list[np.ndarray]:
@@ -113,8 +111,6 @@ class TokenStore:
 
     def rows(self, split: str) -> np.ndarray:
         """For each document, its row within `split` of the source corpus (empty documents are skipped)."""
-        import numpy as np
-
         self._check(split)
         return np.load(self.root / f"{split}.rows.npy")
 
@@ -135,8 +131,6 @@ class TokenStore:
 
 def store_key(fingerprint: str, spec: TokenizerSpec, vocab: Vocab | None, tokenizer: TextTokenizer | None) -> str:
     """The cache key: corpus, tokenizer spec (and model), vocab (when given), library versions."""
-    from importlib import metadata
-
     libs = {}
     for pkg in ("spacy", "sentencepiece", "fastai"):  # their versions decide the tokens
         try:
@@ -213,10 +207,6 @@ def _worker_init(state: dict | None) -> None:
 
 
 def _worker_run(task: tuple[int, list[str]]) -> tuple:
-    import numpy as np
-
-    from array import array
-
     idx, texts = task
     engine = _worker["engine"]
     flat_arr, lens = array("I"), array("q")
@@ -238,12 +228,6 @@ def _tasks(texts: list[str], chunk: int) -> Iterator[tuple[int, list[str]]]:
 
 def _build(corpus: Corpus, tokenizer: TextTokenizer, vocab: Vocab | None, out: Path,
            workers: int | None, show_progress: bool | None) -> None:
-    import time
-
-    import numpy as np
-
-    from ulmfit._io import versions
-
     t_start = time.perf_counter()
     # Documents grouped by split (corpus order within a split); empty texts skipped with a count.
     # "test" last, so the documents the vocab is counted on (all but test) come first.
@@ -284,8 +268,6 @@ def _build(corpus: Corpus, tokenizer: TextTokenizer, vocab: Vocab | None, out: P
             _worker_init(None)
             yield from map(_worker_run, _tasks(texts, chunk))
             return
-        import multiprocessing as mp
-
         pool = None
         if "fork" in mp.get_all_start_methods():
             try:
