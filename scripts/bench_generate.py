@@ -51,7 +51,7 @@ def run(args) -> str:
               "|---|---|---:|---:|---:|---:|"]
     for preset in args.presets:
         cfg = resolve_config(preset)
-        arch = cfg.arch(len(dls.vocab))
+        arch = cfg.arch_dict(len(dls.vocab))
         torch.manual_seed(0)
         learn = language_model_learner(dls, AWD_LSTM, config=fastai_config(arch), drop_mult=cfg.drop_mult,
                                        pretrained=False)

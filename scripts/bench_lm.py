@@ -123,7 +123,7 @@ def _fastai_fit(cfg, store, seed):
 
     from ulmfit.lm.model import fastai_config
 
-    arch = cfg.arch(len(store.vocab.itos))
+    arch = cfg.arch_dict(len(store.vocab.itos))
     learn = language_model_learner(_fastai_dls(cfg, store), AWD_LSTM, config=fastai_config(arch),
                                    drop_mult=cfg.drop_mult, pretrained=False, metrics=[accuracy, Perplexity()],
                                    wd=cfg.wd, moms=cfg.moms, alpha=cfg.alpha, beta=cfg.beta,

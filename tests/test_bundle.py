@@ -25,7 +25,7 @@ def tok_vocab():
 
 def _write(path, tok, vocab, *, backwards=False, seed=0, metrics=None):
     torch.manual_seed(seed)
-    arch = resolve_config("tiny").arch(len(vocab.itos))
+    arch = resolve_config("tiny").arch_dict(len(vocab.itos))
     model = build_lm(arch)
     config = {"stage": "lm", "arch": arch, "direction": "backward" if backwards else "forward",
               "tokenizer": tok.spec.to_dict(), "preset": "tiny", "seed": seed}

@@ -25,7 +25,7 @@ def _bundle(path, kind="rules", backwards=False, bias=None, seed=0):
     tok = train_tokenizer(spec, TEXTS * 4)
     vocab = build_vocab(tok, token_lists=tok.tokenize(TEXTS))
     torch.manual_seed(seed)
-    arch = resolve_config("tiny").arch(len(vocab.itos))
+    arch = resolve_config("tiny").arch_dict(len(vocab.itos))
     model = build_lm(arch)
     with torch.no_grad():
         b = model[1].decoder.bias

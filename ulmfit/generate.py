@@ -1,4 +1,4 @@
-"""Text generation with an AWD-LSTM LM: feed the prompt once, then one token per step, carrying the LSTM state.
+"""Text generation with an LM (AWD-LSTM or QRNN): feed the prompt once, then one token per step, carrying the state.
 
 fastai's `LMLearner.predict` re-runs the whole text through the model for every new word (quadratic in the
 length); here each step costs one LSTM step plus one softmax over the vocabulary (linear), and S samples run
@@ -123,7 +123,8 @@ def sample_tokens(model: torch.nn.Module, prompt_ids: list[int], itos: list[str]
                   tokenizer_kind: str = "rules", banned: Iterable[int] = ()) -> list[list[str]]:
     """Generate opts.samples continuations of `prompt_ids`; returns the generated tokens of each sample.
 
-    The model is fastai's SequentialRNN(AWD_LSTM, LinearDecoder) and is left in eval mode with its state reset.
+    The model is fastai's SequentialRNN(AWD_LSTM or QRNN, LinearDecoder) and is left in eval mode with its state
+    reset; both encoders carry their state from one call to the next, so each new token costs one step.
     """
     import torch
 

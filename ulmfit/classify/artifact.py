@@ -14,10 +14,11 @@ from ulmfit.classify.config import ClassifierConfig
 
 
 def classifier_arch(lm_arch: dict[str, Any], vocab_size: int, cfg: ClassifierConfig) -> dict[str, Any]:
-    """config.json["arch"] of a classifier: the LM's sizes, the classifier's (unscaled) dropouts, drop_mult."""
+    """config.json["arch"] of a classifier: the LM's encoder (name and sizes), the classifier's (unscaled) dropouts
+    (fastai's awd_lstm_clas_config, which fastai's QRNN classifier config shared), drop_mult."""
     from fastai.text.models.awdlstm import awd_lstm_clas_config
 
-    arch = {"name": "awd_lstm", "vocab_size": vocab_size}
+    arch = {"name": lm_arch.get("name", "awd_lstm"), "vocab_size": vocab_size}
     arch.update({k: lm_arch[k] for k in ("emb_sz", "n_hid", "n_layers") if k in lm_arch})
     arch.update(pad_token=lm_arch.get("pad_token", 1), bidir=lm_arch.get("bidir", False))
     arch.update({k: v for k, v in awd_lstm_clas_config.items() if k.endswith("_p")})

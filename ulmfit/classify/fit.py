@@ -2,7 +2,7 @@
 
     setup    resolve the LM bundle (or --from-scratch), read the labelled corpus, numericalize it with the
              LM's own tokenizer and vocab (never a new vocab: the encoder's embedding rows are that vocab)
-    build    fastai's get_text_classifier(AWD_LSTM) with the LM's sizes; the LM's encoder weights loaded in
+    build    fastai's get_text_classifier(AWD_LSTM or QRNN) with the LM's arch and sizes; its encoder weights loaded
     fit      one fastai `fit_one_cycle` per schedule stage (freeze_to / unfreeze + discriminative lrs),
              valid loss / accuracy / macro-F1 after every epoch, the best epoch's weights kept in memory
     choose   model-best is the best epoch only when it beats the last by more than validation noise
@@ -34,6 +34,7 @@ from ulmfit.classify.ngram import fit_ngram
 from ulmfit.classify.selection import best_epoch, log_calibration, ngram_ensemble, valid_report
 from ulmfit.errors import UlmfitError
 from ulmfit.lm.config import resolve_config as lm_config
+from ulmfit.lm.model import arch_label
 from ulmfit.loaders import clas_dataloaders
 from ulmfit.runtime import apply_precision, resolve_device, resolve_precision, seed_all, set_threads
 from ulmfit.store import build_store
@@ -102,7 +103,7 @@ def _setup(src, lm, cfg: ClassifierConfig, text_col, label_col, device, log) -> 
         if lm is not None:
             raise UlmfitError("--from-scratch trains without a language model, but --lm was given",
                               hint="drop one of --lm and --from-scratch")
-        bundle, arch = None, lm_config(cfg.preset).arch()
+        bundle, arch = None, lm_config(cfg.preset).arch_dict()
     else:
         if lm is None:
             raise UlmfitError("no language model given", hint="pass --lm LM_BUNDLE (the output of `ulmfit "
@@ -127,7 +128,7 @@ def _setup(src, lm, cfg: ClassifierConfig, text_col, label_col, device, log) -> 
     if weights is not None:
         log("class weights: " + ", ".join(f"{lab} {w:.3g}" for lab, w in zip(labels, weights)))
     log(("encoder: random init (--from-scratch)" if bundle is None else f"encoder: {bundle.path}")
-        + f"; AWD-LSTM {arch['emb_sz']}/{arch['n_hid']}/{arch['n_layers']} ({direction_name(cfg.backwards)}); "
+        + f"; {arch_label(arch)} ({direction_name(cfg.backwards)}); "
         + resolve_precision(cfg.precision, dev))
     cfg, note = fit_min_steps(cfg, sum(counts["train"].values()))
     if note:

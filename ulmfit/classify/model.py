@@ -1,7 +1,8 @@
-"""The ULMFiT classifier network: fastai's `get_text_classifier` on an AWD-LSTM encoder, plus batched inference.
+"""The ULMFiT classifier network: fastai's `get_text_classifier` on the LM's encoder (AWD-LSTM or QRNN, as the LM's
+config.json["arch"]["name"] says), plus batched inference.
 
     SequentialRNN(
-      SentenceEncoder(bptt, AWD_LSTM)     # reads a document in bptt-token chunks, keeps the last max_len outputs
+      SentenceEncoder(bptt, AWD_LSTM|QRNN) # reads a document in bptt-token chunks, keeps the last max_len outputs
       PoolingLinearClassifier             # concat pooling [last, max, mean] -> LinBnDrop head -> n_class logits
     )
 """
@@ -36,12 +37,11 @@ def encoder_config(arch: dict[str, Any], pad_idx: int) -> dict[str, Any]:
 
 def build_model(vocab_size: int, n_class: int, arch: dict[str, Any], cfg: ClassifierConfig, pad_idx: int):
     """A randomly initialised classifier; load an LM encoder into it with `load_encoder`."""
-    from fastai.text.models.awdlstm import AWD_LSTM
     from fastai.text.models.core import get_text_classifier
 
-    from ulmfit.lm.model import fix_weight_dropout
+    from ulmfit.lm.model import encoder_class, fix_weight_dropout
 
-    model = get_text_classifier(AWD_LSTM, vocab_size, n_class, seq_len=cfg.bptt,
+    model = get_text_classifier(encoder_class(arch), vocab_size, n_class, seq_len=cfg.bptt,
                                 config=encoder_config(arch, pad_idx), drop_mult=cfg.drop_mult,
                                 lin_ftrs=list(cfg.lin_ftrs), ps=list(cfg.head_ps), pad_idx=pad_idx,
                                 max_len=cfg.max_len)
@@ -61,7 +61,11 @@ def load_encoder(model, state: dict[str, Any]) -> None:
     a SentenceEncoder); the tied `encoder_dp.emb.weight` may be missing (it is the same tensor as
     `encoder.weight`). Any other difference is an error: a silently half-loaded encoder is the worst outcome.
     """
+    from ulmfit.lm.model import ARCH_LABELS, check_state_arch, module_arch
+
     enc = encoder_module(model)
+    arch = module_arch(enc)
+    check_state_arch(state, arch, "the LM's encoder")
     want = enc.state_dict()
     clean: dict[str, Any] = {}
     for k, v in state.items():
@@ -74,7 +78,7 @@ def load_encoder(model, state: dict[str, Any]) -> None:
     missing = sorted(set(want) - set(clean))
     unexpected = sorted(set(clean) - set(want))
     if missing or unexpected:
-        raise UlmfitError("the LM's encoder weights do not fit the classifier's AWD-LSTM "
+        raise UlmfitError(f"the LM's encoder weights do not fit the classifier's {ARCH_LABELS[arch]} "
                           f"(missing {missing[:3]}, unexpected {unexpected[:3]})",
                           hint="the LM bundle may be damaged or from another architecture")
     for k, v in clean.items():

@@ -26,6 +26,10 @@ Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace the run al
                                          "model-last/ ...; other files in the folder are kept).")]
 Seed = Annotated[int, typer.Option("--seed", help="Random seed: the same seed gives the same splits, batches and weights on CPU.")]
 Preset = Annotated[str, typer.Option("--preset", "-p", help="Model/training preset: tiny (tests), small (CPU), paper (GPU, the ULMFiT paper's settings).")]
+LmPreset = Annotated[str, typer.Option("--preset", "-p", help="Model/training preset: tiny (tests), small (CPU), paper "
+                                       "(GPU, the ULMFiT paper's AWD-LSTM), small-qrnn (small with a QRNN encoder), "
+                                       "paper-qrnn (GPU, MultiFiT's QRNN). Any preset takes --set arch=qrnn or "
+                                       "--set arch=awd_lstm.")]
 Epochs = Annotated[Optional[int], typer.Option("--epochs", "-e", help="Override the preset's number of epochs.")]
 Bs = Annotated[Optional[int], typer.Option("--bs", help="Override the preset's batch size (a preset with min_steps halves it when the data give too few optimizer steps; --set min_steps=0 keeps it).")]
 Config = Annotated[Optional[Path], typer.Option("--config", "-c", help="JSON file of config overrides (unknown keys are errors).")]

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from ulmfit.cli._common import (Backwards, Bs, Config, Corpus, Device, Epochs, LabelCol, LmOut, MaxDocs, Overwrite,
-                                Preset, Resume, Seed, Set, TextCol, train_lm)
+                                LmPreset, Resume, Seed, Set, TextCol, train_lm)
 
 Pretrained = Annotated[str, typer.Option(
     "--pretrained", help="An LM bundle (the --out of `ulmfit pretrain`), or a folder with fastai's WikiText-103 "
@@ -17,9 +17,9 @@ Pretrained = Annotated[str, typer.Option(
 HELP = (
     "Fine-tune a pretrained language model on a domain corpus.\n\n"
     "ULMFiT's schedule: ft_freeze_epochs (1) epoch training only the embeddings and decoder, then --epochs with "
-    "all layers (one-cycle each, printed first). The architecture comes from the pretrained model; our bundles "
-    "keep their tokenizer and vocabulary (--set ft_extend_vocab=N adds frequent domain words), fastai's WT103 "
-    "weights are mapped onto a domain vocabulary (overlap printed)."
+    "all layers (one-cycle each, printed first). The architecture (AWD-LSTM or QRNN) comes from the pretrained "
+    "model; our bundles keep their tokenizer and vocabulary (--set ft_extend_vocab=N adds frequent domain words), "
+    "fastai's WT103 weights are mapped onto a domain vocabulary (overlap printed)."
 )
 
 
@@ -29,7 +29,7 @@ def register(app: typer.Typer) -> None:
         src: Corpus,
         pretrained: Pretrained,
         out: LmOut,
-        preset: Preset = "small",
+        preset: LmPreset = "small",
         config: Config = None,
         set_: Set = None,
         epochs: Epochs = None,

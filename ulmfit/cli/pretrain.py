@@ -1,14 +1,15 @@
-"""`ulmfit pretrain`: Pretrain an AWD-LSTM language model from scratch on a corpus."""
+"""`ulmfit pretrain`: Pretrain a language model (AWD-LSTM or QRNN) from scratch on a corpus."""
 
 from __future__ import annotations
 
 import typer
 
 from ulmfit.cli._common import (Backwards, Bs, Config, Corpus, Device, Epochs, LabelCol, LmOut, MaxDocs, Overwrite,
-                                Preset, Resume, Seed, Set, TextCol, train_lm)
+                                LmPreset, Resume, Seed, Set, TextCol, train_lm)
 
 HELP = (
-    "Pretrain an AWD-LSTM language model from scratch on a corpus.\n\n"
+    "Pretrain a language model from scratch on a corpus: an AWD-LSTM (ULMFiT), or a QRNN (MultiFiT) with "
+    "--set arch=qrnn or a -qrnn preset.\n\n"
     "Trains the tokenizer and vocabulary on the non-test splits, then the LM on train+unsup with valid for "
     "validation (one-cycle, AR/TAR, gradient clipping); the splits used, the resolved config and the schedule "
     "are printed first. Writes OUT/model-best and OUT/model-last (bundles) and a checkpoint every epoch for "
@@ -21,7 +22,7 @@ def register(app: typer.Typer) -> None:
     def pretrain(
         src: Corpus,
         out: LmOut,
-        preset: Preset = "small",
+        preset: LmPreset = "small",
         config: Config = None,
         set_: Set = None,
         epochs: Epochs = None,

@@ -21,10 +21,11 @@ from ulmfit.errors import UlmfitError
 
 @dataclass
 class LMConfig:
-    # ---- architecture: fastai's AWD_LSTM encoder + LinearDecoder (get_language_model) ---------------------
-    emb_sz: int = 400          # embedding size; also the last LSTM layer's output size (tied to the decoder)
-    n_hid: int = 1152          # hidden size of the inner LSTM layers
-    n_layers: int = 3          # stacked LSTM layers (ULMFiT: 3)
+    # ---- architecture: an encoder (fastai's AWD_LSTM or ulmfit.lm.qrnn.QRNN) + fastai's LinearDecoder ---------
+    arch: str = "awd_lstm"     # "awd_lstm" (ULMFiT) | "qrnn" (MultiFiT: gates for all steps from one convolution)
+    emb_sz: int = 400          # embedding size; also the last layer's output size (tied to the decoder)
+    n_hid: int = 1152          # hidden size of the inner LSTM/QRNN layers
+    n_layers: int = 3          # stacked LSTM/QRNN layers (ULMFiT: 3)
     tie_weights: bool = True   # decoder weight = embedding matrix (Inan/Press & Wolf): fewer params, better ppl
     out_bias: bool = True      # bias on the softmax decoder
     # Dropouts are fastai's awd_lstm_lm_config; every one is multiplied by drop_mult (ULMFiT's single knob).
@@ -33,7 +34,7 @@ class LMConfig:
     hidden_p: float = 0.15     # between LSTM layers
     input_p: float = 0.25      # on the embedding output
     embed_p: float = 0.02      # drops whole embedding rows (words)
-    weight_p: float = 0.2      # DropConnect on the hidden-to-hidden LSTM weights
+    weight_p: float = 0.2      # DropConnect on the LSTM's hidden-to-hidden weights / the QRNN's convolution weights
     alpha: float = 2.0         # AR: penalty on the (dropped-out) activations of the last layer
     beta: float = 1.0          # TAR: penalty on the change of the raw last-layer activations between steps
     # ---- training (fastai one-cycle; Adam with beta1 cycled through moms and beta2 = 0.99) -----------------
@@ -67,9 +68,10 @@ class LMConfig:
         d["moms"] = list(self.moms)
         return d
 
-    def arch(self, vocab_size: int | None = None) -> dict[str, Any]:
-        """The AWD-LSTM description written into config.json["arch"] (unscaled dropouts + drop_mult)."""
-        out: dict[str, Any] = {"name": "awd_lstm"}
+    def arch_dict(self, vocab_size: int | None = None) -> dict[str, Any]:
+        """The model description written into config.json["arch"]: {"name": arch, sizes, unscaled dropouts,
+        drop_mult}."""
+        out: dict[str, Any] = {"name": self.arch}
         if vocab_size is not None:
             out["vocab_size"] = vocab_size
         out.update({k: getattr(self, k) for k in ARCH_KEYS})
@@ -85,6 +87,7 @@ class LMConfig:
 ARCH_KEYS = ("emb_sz", "n_hid", "n_layers", "tie_weights", "out_bias", "drop_mult",
              "output_p", "hidden_p", "input_p", "embed_p", "weight_p")
 TOKENIZER_KEYS = ("tokenizer", "lang", "max_vocab", "min_freq", "sp_vocab_size", "sp_model_type")
+ARCHS = ("awd_lstm", "qrnn")
 
 # Presets: only what differs from the defaults above (which are the ULMFiT paper's model), one reason a knob.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -117,6 +120,22 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The ULMFiT paper (Howard & Ruder 2018) / fastai: 400/1152/3, fastai's AWD-LSTM dropouts, AR 2 / TAR 1,
     # tied weights, a 60k-word vocabulary: the defaults above. Meant for a GPU.
     "paper": dict(),
+    # `small` with a QRNN encoder: the same embedding size, vocabulary and training, so the two compare directly.
+    "small-qrnn": dict(
+        arch="qrnn",
+        emb_sz=200, n_hid=512,            # small's sizes
+        n_layers=3,                       # a QRNN layer has no hidden-to-hidden weights (its context comes from the
+                                          # window and the forget gate): one layer more than small; MultiFiT has 4
+        drop_mult=0.2, epochs=2, bs=32, min_steps=2000, seq_len=64, lr=1e-2,  # small's training, same reasons
+        max_vocab=8000, min_freq=3, sp_vocab_size=8000,                      # small's vocabulary
+    ),
+    # MultiFiT (Eisenschlos et al. 2019): 4 QRNN layers of 1550 (1552 as in fastai's AWD_QRNN config) on 400-d
+    # embeddings, AWD-LSTM's dropouts and AR/TAR, tied weights; a 15k-piece sentencepiece vocabulary, as MultiFiT.
+    # Meant for a GPU.
+    "paper-qrnn": dict(
+        arch="qrnn", n_hid=1552, n_layers=4,
+        tokenizer="sentencepiece", sp_vocab_size=15000,
+    ),
 }
 
 
@@ -175,6 +194,7 @@ def validate(cfg: LMConfig) -> None:
     need(0.0 < cfg.pct_start < 1.0, "pct_start", "in (0, 1)")
     need(len(cfg.moms) == 3 and all(0.0 <= m < 1.0 for m in cfg.moms), "moms", "three numbers in [0, 1)")
     need(cfg.precision in PRECISIONS, "precision", f"one of {', '.join(PRECISIONS)}")
+    need(cfg.arch in ARCHS, "arch", " or ".join(f'"{a}"' for a in ARCHS))
     need(cfg.tokenizer in ("rules", "sentencepiece"), "tokenizer", '"rules" or "sentencepiece"')
     need(cfg.sp_model_type in ("unigram", "bpe"), "sp_model_type", '"unigram" or "bpe"')
 
@@ -235,7 +255,7 @@ def format_schedule(phases: list[Phase]) -> str:
 
 def format_config(cfg: LMConfig) -> str:
     d = cfg.to_dict()
-    groups = (("model", ARCH_KEYS + ("alpha", "beta")),
+    groups = (("model", ("arch",) + ARCH_KEYS + ("alpha", "beta")),
               ("training", ("epochs", "bs", "min_steps", "seq_len", "lr", "ft_frozen_lr", "ft_freeze_epochs", "ft_lr",
                             "ft_extend_vocab", "moms", "pct_start", "wd", "clip")),
               ("tokenizer", TOKENIZER_KEYS))

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 
 class LanguageModel:
-    """An AWD-LSTM language model with its tokenizer and vocabulary, e.g.::
+    """A language model (AWD-LSTM or QRNN) with its tokenizer and vocabulary, e.g.::
 
         lm = LanguageModel.load("runs/imdb-lm")          # a bundle or a run dir (→ model-best)
         lm.generate("This movie was", words=30, temperature=0.8, seed=1)   # -> ["This movie was ...", ...]
@@ -91,4 +91,4 @@ class LanguageModel:
     def __repr__(self) -> str:
         a = self.bundle.arch
         return (f"LanguageModel({self.bundle.path.name}: {self.bundle.direction}, vocab {a.get('vocab_size')}, "
-                f"{a['n_layers']}x{a['n_hid']}, emb {a['emb_sz']})")
+                f"{a.get('name', 'awd_lstm')} {a['n_layers']}x{a['n_hid']}, emb {a['emb_sz']})")

@@ -1,12 +1,16 @@
-"""Build the AWD-LSTM language model (fastai's `get_language_model(AWD_LSTM, ...)`) from an arch description.
+"""Build the language model (fastai's `get_language_model(encoder, ...)`) from an arch description.
 
-The model is fastai's own, so weights move freely between ulmfit bundles, fastai `Learner.save` files and
-fastai's WikiText-103 checkpoints::
+config.json["arch"]["name"] chooses the encoder: "awd_lstm" (fastai's AWD_LSTM, the default; bundles without a
+name are AWD-LSTMs) or "qrnn" (`ulmfit.lm.qrnn.QRNN`, which has AWD_LSTM's interface). The AWD-LSTM is fastai's
+own, so its weights move freely between ulmfit bundles, fastai `Learner.save` files and fastai's WikiText-103
+checkpoints::
 
     SequentialRNN(
-      0: AWD_LSTM      encoder      (bs, sl) ids -> (bs, sl, emb_sz)
-      1: LinearDecoder decoder      (bs, sl, emb_sz) -> logits (bs, sl, vocab), raw out, dropped-out out
+      0: AWD_LSTM | QRNN   encoder      (bs, sl) ids -> (bs, sl, emb_sz)
+      1: LinearDecoder     decoder      (bs, sl, emb_sz) -> logits (bs, sl, vocab), raw out, dropped-out out
     )
+
+Weights of one architecture never load into the other: `check_state_arch` says so in one line.
 """
 
 from __future__ import annotations
@@ -14,12 +18,65 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ulmfit.errors import UlmfitError
+from ulmfit.lm.config import ARCHS
 
 if TYPE_CHECKING:
     import torch
     from fastai.text.models.core import SequentialRNN
 
 _DROPOUTS = ("output_p", "hidden_p", "input_p", "embed_p", "weight_p")
+ARCH_LABELS = {"awd_lstm": "AWD-LSTM", "qrnn": "QRNN"}
+
+
+def arch_name(arch: dict[str, Any]) -> str:
+    """The encoder named by an arch dict ("awd_lstm" when the dict has no name: bundles from before the QRNN)."""
+    name = arch.get("name", "awd_lstm")
+    if name not in ARCHS:
+        raise UlmfitError(f"unknown model architecture {name!r} in the model's config.json",
+                          hint=f"known: {', '.join(ARCHS)}; the bundle may come from a newer ulmfit")
+    return name
+
+
+def arch_label(arch: dict[str, Any]) -> str:
+    """e.g. "QRNN 200/512/3" (emb/hidden/layers), for logs."""
+    return f"{ARCH_LABELS[arch_name(arch)]} {arch['emb_sz']}/{arch['n_hid']}/{arch['n_layers']}"
+
+
+def encoder_class(arch: dict[str, Any]) -> type:
+    """fastai's AWD_LSTM or ulmfit's QRNN: the encoder class `get_language_model`/`get_text_classifier` build."""
+    if arch_name(arch) == "qrnn":
+        from ulmfit.lm.qrnn import QRNN
+
+        return QRNN
+    from fastai.text.models.awdlstm import AWD_LSTM
+
+    return AWD_LSTM
+
+
+def state_arch(state: dict[str, Any]) -> str | None:
+    """Which encoder a (LM, encoder or classifier) state dict comes from, by its keys; None when it cannot tell."""
+    for k in state:
+        if "rnns." in k and k.endswith(".linear.weight"):
+            return "qrnn"
+        if "rnns." in k and "weight_hh_l" in k:
+            return "awd_lstm"
+    return None
+
+
+def check_state_arch(state: dict[str, Any], want: str, what: str) -> None:
+    """Weights of one architecture offered to a model of the other: one clear error instead of a list of keys."""
+    found = state_arch(state)
+    if found is not None and found != want:
+        raise UlmfitError(f"{what} holds {ARCH_LABELS[found]} weights but the model here is built as "
+                          f"{ARCH_LABELS[want]} (architecture mismatch)",
+                          hint=f"weights load only into the architecture they were trained as (arch={found})")
+
+
+def module_arch(encoder: Any) -> str:
+    """The arch name of an encoder module (AWD_LSTM or QRNN)."""
+    from ulmfit.lm.qrnn import QRNN
+
+    return "qrnn" if isinstance(encoder, QRNN) else "awd_lstm"
 
 
 def fastai_config(arch: dict[str, Any]) -> dict[str, Any]:
@@ -32,12 +89,12 @@ def fastai_config(arch: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_lm(arch: dict[str, Any], vocab_size: int | None = None) -> SequentialRNN:
-    """A freshly initialised AWD-LSTM LM; dropouts are multiplied by arch["drop_mult"] as in fastai."""
-    from fastai.text.models.awdlstm import AWD_LSTM
+    """A freshly initialised LM of arch["name"]; dropouts are multiplied by arch["drop_mult"] as in fastai."""
     from fastai.text.models.core import get_language_model
 
     vocab_size = vocab_size if vocab_size is not None else arch["vocab_size"]
-    model = get_language_model(AWD_LSTM, vocab_size, config=fastai_config(arch), drop_mult=arch.get("drop_mult", 1.0))
+    model = get_language_model(encoder_class(arch), vocab_size, config=fastai_config(arch),
+                               drop_mult=arch.get("drop_mult", 1.0))
     fix_weight_dropout(model[0])
     return model
 
@@ -128,6 +185,8 @@ def arch_from_state(state: dict[str, torch.Tensor]) -> dict[str, Any]:
 
 def load_lm_state(model: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
     """Load weights by name, turning any key/shape mismatch into one clear UlmfitError."""
+    arch = module_arch(model[0])
+    check_state_arch(state, arch, what)
     state = normalize_state(state)
     if "1.decoder.weight" not in state and "0.encoder.weight" in state:
         state["1.decoder.weight"] = state["0.encoder.weight"]
@@ -141,6 +200,6 @@ def load_lm_state(model: torch.nn.Module, state: dict[str, torch.Tensor], what: 
             f"missing {', '.join(missing[:3])}" + (" ..." if len(missing) > 3 else "") if missing else "",
             f"unexpected {', '.join(unexpected[:3])}" + (" ..." if len(unexpected) > 3 else "") if unexpected else "",
             f"shape {', '.join(shapes[:2])}" if shapes else ""]))
-        raise UlmfitError(f"{what} does not fit this AWD-LSTM architecture ({detail})",
+        raise UlmfitError(f"{what} does not fit this {ARCH_LABELS[arch]} architecture ({detail})",
                           hint="the weights come from a model with other sizes; don't override emb_sz/n_hid/n_layers")
     model.load_state_dict({k: state[k] for k in own}, strict=True)

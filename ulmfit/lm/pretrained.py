@@ -56,7 +56,7 @@ def adopt_pretrained_arch(cfg: LMConfig, source: dict, explicit: set[str] | froz
         arch = b.arch
         lm_cfg = b.config.get("lm_config", {})
         size_keys = ("emb_sz", "n_hid", "n_layers", "tie_weights", "out_bias")
-        taken = {k: arch[k] for k in size_keys if k in arch}
+        taken = {"arch": arch.get("name", "awd_lstm"), **{k: arch[k] for k in size_keys if k in arch}}
         tok_spec = b.config.get("tokenizer", {})
         tok_vals = {"tokenizer": tok_spec.get("kind"), "lang": tok_spec.get("lang"),
                     "max_vocab": tok_spec.get("max_vocab"), "min_freq": tok_spec.get("min_freq"),
@@ -66,7 +66,7 @@ def adopt_pretrained_arch(cfg: LMConfig, source: dict, explicit: set[str] | froz
     else:
         state = normalize_state(load_pth_state(source["checkpoint"].weights))
         found = arch_from_state(state)
-        taken = {k: found[k] for k in ("emb_sz", "n_hid", "n_layers", "out_bias")}
+        taken = {"arch": "awd_lstm", **{k: found[k] for k in ("emb_sz", "n_hid", "n_layers", "out_bias")}}
         taken["tie_weights"] = True
         tok_vals = {"tokenizer": "rules", "lang": "en"}
         lm_cfg = {}

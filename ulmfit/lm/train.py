@@ -1,4 +1,5 @@
-"""Train AWD-LSTM language models: `pretrain` (from scratch) and `finetune` (from a bundle or fastai's WT103).
+"""Train language models (AWD-LSTM or QRNN, `LMConfig.arch`): `pretrain` (from scratch) and `finetune` (from a
+bundle or fastai's WT103).
 
 The recipe, top to bottom:
     setup     resolve config → read corpus → token store (+ pretrained weights, ulmfit.lm.pretrained) → LM stream
@@ -80,7 +81,7 @@ def pretrain(src: str | Path | Corpus, out: str | Path, cfg: LMConfig | str = "s
              backwards: bool = False, device: str | None = None, text_col: str | None = None,
              label_col: str | None = None, max_docs: int | None = None, resume: bool = False,
              overwrite: bool = False, preset: str | None = None, log: Callable[[str], None] = print) -> LMResult:
-    """Train an AWD-LSTM LM from scratch on `src` (labels ignored) and write OUT/model-best + OUT/model-last.
+    """Train an LM (cfg.arch) from scratch on `src` (labels ignored) and write OUT/model-best + OUT/model-last.
 
     Splits "train" and "unsup" train the model, "valid" validates it, "test" is never read. The tokenizer and
     vocabulary are trained on those non-test splits (ulmfit.store.build_store).
@@ -171,12 +172,13 @@ def read_corpus(src: Any, text_col: str | None, label_col: str | None, max_docs:
 
 
 def make_learner(cfg: LMConfig, dls, vocab, device) -> tuple[Learner, dict]:
-    """The fastai Learner of `language_model_learner`, built from our config: AWD-LSTM LM, flattened cross
-    entropy, Adam, `awd_lstm_lm_split` layer groups, ModelResetter + RNNRegularizer (AR/TAR) + GradientClip,
-    accuracy and perplexity; freed memory handed back to the OS once a minute (`ulmfit._memory`); the precision
-    of `cfg.precision` on `device` (`ulmfit.runtime`). Returns (learner, arch)."""
+    """The fastai Learner of `language_model_learner`, built from our config: the LM of cfg.arch, flattened cross
+    entropy, Adam, `awd_lstm_lm_split` layer groups (the QRNN has the AWD-LSTM's attributes), ModelResetter +
+    RNNRegularizer (AR/TAR) + GradientClip, accuracy and perplexity; freed memory handed back to the OS once a
+    minute (`ulmfit._memory`); the precision of `cfg.precision` on `device` (`ulmfit.runtime`). Returns (learner,
+    arch)."""
     vocab_size = len(vocab.itos)
-    arch = cfg.arch(vocab_size)
+    arch = cfg.arch_dict(vocab_size)
     arch["pad_token"] = int(vocab.pad_id)
     model = build_lm(arch, vocab_size)
     cbs = [ModelResetter(), RNNCallback(), trim_callback()]
@@ -243,7 +245,7 @@ class Run:
     best_written: bool = False
 
     def config_json(self) -> dict:
-        arch = self.cfg.arch(len(self.store.vocab.itos))
+        arch = self.cfg.arch_dict(len(self.store.vocab.itos))
         arch["pad_token"] = int(self.store.vocab.pad_id)
         return {"stage": "lm", "lm_stage": self.stage, "preset": self.preset, "seed": self.seed,
                 "direction": direction_name(self.backwards), "arch": arch,
