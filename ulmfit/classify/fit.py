@@ -55,17 +55,12 @@ class TrainResult:
     config: ClassifierConfig
     seconds: float
     interrupted: bool = False
-    ngram: dict[str, Any] | None = None  # model-best's meta["ngram"]: the n-gram model alone and in the ensemble
+    ngram: dict[str, Any] | None = None  # model-best's meta["ngram"]: the neural and n-gram models alone, the weight
 
     @property
     def accuracy(self) -> float:
-        """The neural model's valid accuracy."""
+        """The valid accuracy of what `predict` outputs (the ensemble when the n-gram weight is above 0)."""
         return float(self.valid["accuracy"])
-
-    @property
-    def shipped_accuracy(self) -> float:
-        """The valid accuracy of what `predict` uses: the ensemble when its n-gram weight is above 0."""
-        return float(self.ngram["ensemble_valid"]["accuracy"]) if self.ngram else self.accuracy
 
 
 @dataclass
@@ -215,9 +210,14 @@ def _choose_and_save(s: _Setup, model, lm, out: Path, history, best, last_state,
     lm_meta = None if s.bundle is None else {"path": str(lm) if shared else portable(s.bundle.path),
                                              "data": s.bundle.meta.get("data")}
     config = bundle_config(cfg, s.arch, vocab, s.store.tokenizer, labels)
+    reports: dict[str, dict] = {}
     with staged_entries(out) as tmp:
         for name, state in states.items():
             report, calibration, _ = scored[name]
+            if name in ngram_meta:  # meta["valid"] is what predict outputs; each part alone in meta["ngram"]
+                ngram_meta[name]["neural_valid"] = report
+                report = ngram_meta[name]["ensemble_valid"]
+            reports[name] = report
             meta = {"stage": "classifier", "labels": labels, "direction": direction_name(cfg.backwards),
                     "metrics": history, "best_epoch": best["epoch"],
                     "epoch": best["epoch"] if name == "model-best" else len(history),
@@ -230,7 +230,7 @@ def _choose_and_save(s: _Setup, model, lm, out: Path, history, best, last_state,
                 ngram.save(tmp / name)
     seconds = time.time() - t0
     result = TrainResult(out=out, best=out / "model-best", last=out / "model-last", labels=labels,
-                         metrics=history, best_epoch=best["epoch"], valid=scored["model-best"][0], config=cfg,
+                         metrics=history, best_epoch=best["epoch"], valid=reports["model-best"], config=cfg,
                          seconds=seconds, interrupted=interrupted, ngram=ngram_meta.get("model-best"))
     # Re-scored as `predict` and `evaluate` will score it (each document read without the padding its training
     # batch had), so it can differ from the epoch line above by a document or so.
@@ -240,9 +240,10 @@ def _choose_and_save(s: _Setup, model, lm, out: Path, history, best, last_state,
     log_calibration(scored["model-best"][1], cfg.calibrate, log)
     if result.ngram:
         e = result.ngram
-        log(f"ensemble: (1-w) x neural + w x n-gram with w {e['weight']:g}"
-            + (" (lowest valid log-loss)" if e["chosen_on_valid"] else " (ngram_weight)")
-            + f": valid accuracy {e['ensemble_valid']['accuracy']:.4f}; predict, evaluate and serve use it")
+        log(f"predict outputs (1-w) x neural + w x n-gram, w {e['weight']:g}"
+            + (" (the lowest valid log-loss)" if e["chosen_on_valid"] else " (ngram_weight)")
+            + f"; valid accuracy of the neural model alone {e['neural_valid']['accuracy']:.4f}, "
+            f"of the n-gram model alone {e['valid']['accuracy']:.4f}")
     return result
 
 

@@ -87,3 +87,13 @@ def train_lm(stage: str, src: str, out: Path, *, pretrained: str | None = None, 
 def not_landed(command: str, issue: int) -> None:
     """Commands whose implementation has not landed say so plainly and exit non-zero."""
     raise UlmfitError(f"`ulmfit {command}` is not implemented yet (tracked in issue #{issue}).")
+
+
+# ---- options of the commands that use a trained classifier (predict, evaluate) -------------------------------
+MaxChars = Annotated[int, typer.Option("--max-chars", help="Characters read per document (0: no limit). A longer "
+                                       "document is still classified, from its first N characters, and a warning "
+                                       "says how many were cut. Time per document grows linearly with its length.")]
+NgramWeight = Annotated[Optional[float], typer.Option(
+    "--ngram-weight", metavar="W", help="Each model's output is (1-W) x neural + W x its bundle's n-gram model; "
+    "default: the W chosen on the validation split at training (stored in the bundle). 0: the neural model alone.")]
+
