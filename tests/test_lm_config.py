@@ -127,7 +127,8 @@ def test_min_steps_halves_the_batch_for_little_text():
     assert fit_min_steps(small, 22_100_000, 1) == (small, None)
     assert fit_min_steps(resolve_config("small", sets=["bs=128"]), 1_000_000, 1)[0].bs == 16  # 128 -> 64 -> 32 -> 16
     off = resolve_config("small", sets=["min_steps=0"])
-    assert fit_min_steps(off, 1_000, 1) == (off, None)
+    assert fit_min_steps(off, 100_000, 1) == (off, None)
+    assert fit_min_steps(off, 1_000, 1)[0].bs == 15  # too short for one batch of 32 rows: what fits
     with pytest.raises(UlmfitError, match="min_steps"):
         resolve_config("small", sets=["min_steps=-1"])
 
@@ -147,3 +148,16 @@ def test_pretrain_trains_and_records_the_fitted_batch(tmp_path, capsys):
     assert "fewer than min_steps 100000: training at bs 16" in out
     cfg = read_bundle(tmp_path / "lm").config["lm_config"]
     assert cfg["bs"] == 16 and cfg["min_steps"] == 100000
+
+
+def test_a_validation_split_too_short_for_one_batch_lowers_bs() -> None:
+    """A small target corpus (100 labelled sentences) must still fine-tune: bs drops to what its text holds."""
+    from ulmfit.lm.config import fit_min_steps, resolve_config
+
+    cfg = resolve_config("small", sets=["min_steps=0"])  # bs 32, seq_len 64
+    same, note = fit_min_steps(cfg, n_tokens=1_000_000, epochs=1, n_valid_tokens=100_000)
+    assert same.bs == 32 and note is None
+    small, note = fit_min_steps(cfg, n_tokens=1_000_000, epochs=1, n_valid_tokens=213)
+    assert small.bs == 212 // 64 == 3 and "validation text has 213 tokens" in note
+    tiny, _ = fit_min_steps(cfg, n_tokens=1_000_000, epochs=1, n_valid_tokens=30)  # not one row: the loader says so
+    assert tiny.bs == 32

@@ -265,16 +265,28 @@ def format_config(cfg: LMConfig) -> str:
 MIN_BS = 16  # fit_min_steps halves bs no further: smaller batches run slower per token on a CPU
 
 
-def fit_min_steps(cfg: LMConfig, n_tokens: int, epochs: int) -> tuple[LMConfig, str | None]:
+def fit_min_steps(cfg: LMConfig, n_tokens: int, epochs: int,
+                  n_valid_tokens: int | None = None) -> tuple[LMConfig, str | None]:
     """More optimizer steps for little text: while `n_tokens` over `epochs` give fewer than `cfg.min_steps`
-    steps, halve bs (not below MIN_BS). Returns the config to train with and a line saying what changed."""
+    steps, halve bs (not below MIN_BS). Then, if the training or validation text is too short for one batch of
+    bs rows x seq_len (a small target corpus), the largest bs that fits. Returns the config to train with and a
+    line saying what changed."""
     def steps(bs: int) -> int:
         return n_tokens // (bs * cfg.seq_len) * epochs
 
+    notes = []
     bs = engine.halve_batch(cfg.bs, MIN_BS, lambda b: cfg.min_steps <= 0 or steps(b) >= cfg.min_steps)
+    if bs != cfg.bs:
+        notes.append(f"{n_tokens:,} training tokens x {epochs} epoch{'s' if epochs != 1 else ''} are "
+                     f"{steps(cfg.bs):,} optimizer steps at bs {cfg.bs}, fewer than min_steps {cfg.min_steps}: "
+                     f"training at bs {bs} ({steps(bs):,} steps; --set min_steps=0 keeps bs {cfg.bs})")
+    shortest = min(n_tokens, n_valid_tokens if n_valid_tokens is not None else n_tokens)
+    fits = (shortest - 1) // cfg.seq_len  # rows of seq_len tokens the shorter split holds
+    if 1 <= fits < bs:
+        which = "validation" if n_valid_tokens is not None and n_valid_tokens < n_tokens else "training"
+        notes.append(f"the {which} text has {shortest:,} tokens, too few for one batch of {bs} rows x seq_len "
+                     f"{cfg.seq_len}: training at bs {fits}")
+        bs = fits
     if bs == cfg.bs:
         return cfg, None
-    return dataclasses.replace(cfg, bs=bs), (
-        f"{n_tokens:,} training tokens x {epochs} epoch{'s' if epochs != 1 else ''} are {steps(cfg.bs):,} optimizer "
-        f"steps at bs {cfg.bs}, fewer than min_steps {cfg.min_steps}: training at bs {bs} ({steps(bs):,} steps; "
-        f"--set min_steps=0 keeps bs {cfg.bs})")
+    return dataclasses.replace(cfg, bs=bs), "; ".join(notes)

@@ -286,7 +286,8 @@ def _run(*, stage: str, cfg: LMConfig, preset: str, phases: list[Phase], store: 
     seed_all(seed)
     train_splits = tuple(s for s in TRAIN_SPLITS if s in store.splits())
     # before the Run exists: checkpoints record (and --resume compares) the batch size actually trained with
-    cfg, bs_note = fit_min_steps(cfg, sum(store.n_tokens(s) for s in train_splits), sum(p.epochs for p in phases))
+    cfg, bs_note = fit_min_steps(cfg, sum(store.n_tokens(s) for s in train_splits), sum(p.epochs for p in phases),
+                                 n_valid_tokens=store.n_tokens(VALID_SPLIT) if VALID_SPLIT in store.splits() else None)
     dls = lm_dataloaders(store, train_splits=train_splits, valid_split=VALID_SPLIT, bs=cfg.bs, seq_len=cfg.seq_len,
                          backwards=backwards, seed=seed, device=dev)
     learn, arch = make_learner(cfg, dls, store.vocab, dev)
