@@ -61,11 +61,11 @@ def fastai_learner(clf, texts: list[str], labels: list[str]):
     # A few labelled rows only to give fastai its DataLoaders (vocab and labels come from the ulmfit model).
     df = pd.DataFrame({"text": texts[:64], "label": labels[:64], "is_valid": [i % 2 == 0 for i in range(64)]})
     dls = TextDataLoaders.from_df(df, text_col="text", label_col="label", valid_col="is_valid",
-                                  text_vocab=list(clf.vocab.itos), seq_len=clf.config.bptt, bs=64)
+                                  text_vocab=list(clf.vocab.itos), seq_len=clf.config.seq_len, bs=64)
     if list(dls.vocab[1]) != clf.labels:
         sys.exit(f"label order differs: fastai {list(dls.vocab[1])} vs ulmfit {clf.labels}")
     cfg = encoder_config(clf.arch, clf.vocab.pad_id)
-    learn = text_classifier_learner(dls, AWD_LSTM, seq_len=clf.config.bptt, config=cfg, pretrained=False,
+    learn = text_classifier_learner(dls, AWD_LSTM, seq_len=clf.config.seq_len, config=cfg, pretrained=False,
                                     drop_mult=clf.config.drop_mult, lin_ftrs=list(clf.config.lin_ftrs),
                                     ps=list(clf.config.head_ps), max_len=clf.config.max_len)
     from ulmfit.bundle import read_bundle

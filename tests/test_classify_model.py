@@ -26,10 +26,10 @@ def _docs(n=41, seed=0, vocab=60, max_len=70):
 def test_probabilities_do_not_depend_on_batching_and_come_back_in_input_order() -> None:
     m = inference_model(_model())
     docs = _docs()
-    bptt = resolve_config("tiny").bptt
-    one_by_one = np.concatenate([predict_ids(m, [d], bs=1, pad_idx=1, bptt=bptt) for d in docs])
+    seq_len = resolve_config("tiny").seq_len
+    one_by_one = np.concatenate([predict_ids(m, [d], bs=1, pad_idx=1, seq_len=seq_len) for d in docs])
     for bs in (3, 8, 64):
-        batched = predict_ids(m, docs, bs=bs, pad_idx=1, bptt=bptt)
+        batched = predict_ids(m, docs, bs=bs, pad_idx=1, seq_len=seq_len)
         np.testing.assert_allclose(batched, one_by_one, atol=1e-5)
     # the documents really differ, so a permutation would be caught
     assert np.abs(one_by_one - one_by_one[::-1]).max() > 1e-3
@@ -39,24 +39,24 @@ def test_probabilities_do_not_depend_on_batching_and_come_back_in_input_order() 
 def test_inference_model_equals_the_training_network_in_eval_mode() -> None:
     m = _model().eval()
     docs = _docs(12)
-    bptt = resolve_config("tiny").bptt
-    before = predict_ids(m, docs, bs=4, pad_idx=1, bptt=bptt)
-    after = predict_ids(inference_model(m), docs, bs=4, pad_idx=1, bptt=bptt)
+    seq_len = resolve_config("tiny").seq_len
+    before = predict_ids(m, docs, bs=4, pad_idx=1, seq_len=seq_len)
+    after = predict_ids(inference_model(m), docs, bs=4, pad_idx=1, seq_len=seq_len)
     np.testing.assert_allclose(before, after, atol=1e-6)
 
 
 def test_int8_model_stays_close() -> None:
     m = _model()
     docs = _docs(12)
-    bptt = resolve_config("tiny").bptt
-    full = predict_ids(inference_model(m), docs, bs=4, pad_idx=1, bptt=bptt)
-    q = predict_ids(inference_model(_model(), quantize=True), docs, bs=4, pad_idx=1, bptt=bptt)
+    seq_len = resolve_config("tiny").seq_len
+    full = predict_ids(inference_model(m), docs, bs=4, pad_idx=1, seq_len=seq_len)
+    q = predict_ids(inference_model(_model(), quantize=True), docs, bs=4, pad_idx=1, seq_len=seq_len)
     assert np.abs(full - q).max() < 0.05
 
 
 def test_padding_is_whole_chunks_before_and_rest_after() -> None:
-    x = pad_batch([np.arange(2, 12), np.arange(2, 5)], pad_idx=1, bptt=4)
-    # width rounded up to a multiple of bptt (12); short text starts on a chunk boundary
+    x = pad_batch([np.arange(2, 12), np.arange(2, 5)], pad_idx=1, seq_len=4)
+    # width rounded up to a multiple of seq_len (12); short text starts on a chunk boundary
     assert x.shape == (2, 12)
     assert x[0].tolist() == list(range(2, 12)) + [1, 1]
     assert x[1].tolist() == [1] * 8 + [2, 3, 4, 1]
@@ -90,7 +90,7 @@ def test_load_encoder_refuses_a_different_architecture() -> None:
 
 def test_no_texts_is_an_error() -> None:
     with pytest.raises(UlmfitError, match="no texts"):
-        predict_ids(_model(), [], bs=4, pad_idx=1, bptt=16)
+        predict_ids(_model(), [], bs=4, pad_idx=1, seq_len=16)
 
 
 def test_zero_dropout_trains_and_resets() -> None:

@@ -186,3 +186,16 @@ def test_set_help_gives_an_example_every_training_command_takes(tmp_path: Path) 
         stage = "classifier" if name == "classify" else "lm"
         assert key in STAGES[stage].field_names(), (name, example)
         _resolve(stage, preset="tiny", sets=[example])
+
+
+def test_one_name_for_the_chunk_length_and_old_bundles_still_load() -> None:
+    from ulmfit.classify.config import config_from_dict, resolve_config
+    from ulmfit.errors import UlmfitError
+    from ulmfit.lm.config import resolve_config as lm_config
+
+    assert resolve_config("small", sets=["seq_len=64"]).seq_len == lm_config("small", sets=["seq_len=64"]).seq_len
+    with pytest.raises(UlmfitError, match="'bptt' in --set is now called 'seq_len'"):
+        resolve_config("small", sets=["bptt=64"])
+    old = resolve_config("tiny").to_dict()
+    old["bptt"] = old.pop("seq_len")  # config.json of a bundle written before the rename
+    assert config_from_dict(old).seq_len == 16

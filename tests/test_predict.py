@@ -46,7 +46,7 @@ def make_bundle(path: Path, labels=("neg", "pos"), backwards: bool = False, seed
     docs = sorted((rng.integers(9, len(vocab.itos), int(rng.integers(1, 60))) for _ in range(64)), key=len,
                   reverse=True)
     with torch.no_grad():
-        model(torch.from_numpy(pad_batch(docs, vocab.pad_id, cfg.bptt)))
+        model(torch.from_numpy(pad_batch(docs, vocab.pad_id, cfg.seq_len)))
         model[1].layers[-1][-1].weight.mul_(3)
     save_classifier(path, config=bundle_config(cfg, ARCH, vocab, tok, list(labels)),
                     meta={"labels": list(labels)}, vocab=vocab, tokenizer=tok, state=model.state_dict())
@@ -153,7 +153,7 @@ def test_backward_model_reads_reversed_tokens(tmp_path) -> None:
     (ids,) = fwd.numericalize([text])
     from ulmfit.classify.model import predict_ids
 
-    flipped = predict_ids(fwd.model, [ids[::-1].copy()], bs=1, pad_idx=1, bptt=fwd.config.bptt)
+    flipped = predict_ids(fwd.model, [ids[::-1].copy()], bs=1, pad_idx=1, seq_len=fwd.config.seq_len)
     np.testing.assert_allclose(bwd.predict_proba([text]), flipped, atol=1e-6)
 
 

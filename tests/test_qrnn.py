@@ -179,7 +179,7 @@ def test_classifier_batches_and_int8(qrnn_lm):
     model = inference_model(model)
     rng = random.Random(0)
     docs = [np.array([rng.randrange(2, 20) for _ in range(n)]) for n in (5, 70, 23, 1, 48)]
-    kw = dict(bs=8, pad_idx=1, bptt=cfg.bptt)
+    kw = dict(bs=8, pad_idx=1, seq_len=cfg.seq_len)
     together = predict_ids(model, docs, **kw)
     alone = np.concatenate([predict_ids(model, [d], **kw) for d in docs])
     np.testing.assert_allclose(together, alone, atol=1e-5)

@@ -46,9 +46,18 @@ def _fields(cls: type) -> dict[str, tuple[dataclasses.Field, Any]]:
     return {f.name: (f, hints[f.name]) for f in dataclasses.fields(cls)}
 
 
+# Keys that were renamed: the error names the new one.
+RENAMED = {"bptt": "seq_len"}
+
+
 def check_keys(cls: type, keys: Iterable[str], where: str) -> None:
     """Every key must be a field of `cls`; the error lists the valid ones."""
     bad = [k for k in keys if k not in _fields(cls)]
+    renamed = [k for k in bad if RENAMED.get(k) in _fields(cls)]
+    if renamed:
+        k = renamed[0]
+        raise UlmfitError(f"config key {k!r} in {where} is now called {RENAMED[k]!r}",
+                          hint=f"e.g. --set {RENAMED[k]}=72")
     if bad:
         raise UlmfitError(f"unknown config key{'s' if len(bad) > 1 else ''} {', '.join(map(repr, bad))} in {where}",
                           hint=f"valid keys: {', '.join(field_names(cls))}")

@@ -119,7 +119,7 @@ class Classifier:
         texts = _clip(texts, max_chars)
         docs = self.numericalize(texts)
         probs = predict_ids(self.model, docs, bs=bs or max(self.config.bs, 64), pad_idx=self.vocab.pad_id,
-                            bptt=self.config.bptt, backwards=self.backwards, bos_idx=self.vocab.bos_id,
+                            seq_len=self.config.seq_len, backwards=self.backwards, bos_idx=self.vocab.bos_id,
                             device=self.device, progress_desc="predict" if progress else None)
         neural = temperature_scale(probs, self.temperature)
         return neural, (self.ngram.predict_proba(texts) if self.ngram is not None else None)

@@ -139,7 +139,7 @@ class ClassifierConfig:
     moms: tuple[float, float, float] = (0.8, 0.7, 0.8)  # one-cycle momentum schedule (fastai TextLearner)
     wd: float = 0.01  # decoupled weight decay (fastai's Adam default)
     bs: int = 32  # documents per batch
-    bptt: int = 72  # tokens per chunk the encoder reads at a time (fastai seq_len)
+    seq_len: int = 72  # tokens per chunk the encoder reads at a time (the LM's seq_len names the same idea)
     max_len: int = 72 * 20  # only the last max_len tokens' outputs are pooled (fastai default)
     drop_mult: float = 0.5  # scales every dropout of awd_lstm_clas_config (the course used 0.5)
     lin_ftrs: list[int] = field(default_factory=lambda: [50])  # hidden sizes of the head
@@ -183,7 +183,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Tests and smoke runs: a tiny model on a toy corpus gets few optimizer steps.
     "tiny": dict(
         bs=16,                        # small batches: more steps from few documents
-        bptt=16, max_len=16 * 20,     # short chunks, so that documents of several chunks are exercised
+        seq_len=16, max_len=16 * 20,  # short chunks, so that documents of several chunks are exercised
         drop_mult=0.5,                # the course's
         precision="fp32",             # as the tiny LM: a test's numbers must not depend on the CPU
         # The course's stages at a few times its learning rates, the lowest group at lr/10 (not lr/2.6**4) so
@@ -194,7 +194,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # A CPU.
     "small": dict(
         bs=32,                        # keeps the step time low on two cores
-        bptt=72, max_len=72 * 20,     # fastai's
+        seq_len=72, max_len=72 * 20,  # fastai's
         drop_mult=0.5,                # the course's
         min_steps=130,                # few labels: a smaller batch and more epochs, so the head gets enough steps
         schedule="all-at-once",       # every layer from the start: the lower layers of a weak (CPU-trained) LM
@@ -203,12 +203,15 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The ULMFiT paper, for a GPU.
     "paper": dict(
         bs=64,                        # the paper's batch size for classifier fine-tuning
-        bptt=72, max_len=72 * 20,     # fastai's
+        seq_len=72, max_len=72 * 20,  # fastai's
         drop_mult=0.5,                # the course's
         min_steps=130,                # as small: few labels still get enough steps
         schedule="gradual",           # the course's gradual unfreezing
     ),
 }
+# The language model's QRNN presets name the same compute budgets: the encoder comes from the LM bundle, so the
+# classifier's training knobs are those of the budget (one --preset works for every stage).
+PRESETS["small-qrnn"], PRESETS["paper-qrnn"] = PRESETS["small"], PRESETS["paper"]
 
 
 def field_names() -> list[str]:
@@ -305,11 +308,11 @@ def validate(cfg: ClassifierConfig) -> None:
             raise UlmfitError(f"schedule stage {i + 1}: lr must be > 0 and lr_div >= 1")
     if len(cfg.moms) != 3:
         raise UlmfitError("moms must be three numbers (start, middle, end), e.g. [0.8, 0.7, 0.8]")
-    for name in ("bs", "bptt", "max_len"):
+    for name in ("bs", "seq_len", "max_len"):
         if getattr(cfg, name) < 1:
             raise UlmfitError(f"{name} must be at least 1, not {getattr(cfg, name)}")
-    if cfg.max_len < cfg.bptt:
-        raise UlmfitError(f"max_len ({cfg.max_len}) must be at least bptt ({cfg.bptt})")
+    if cfg.max_len < cfg.seq_len:
+        raise UlmfitError(f"max_len ({cfg.max_len}) must be at least seq_len ({cfg.seq_len})")
     if len(cfg.head_ps) != len(cfg.lin_ftrs):
         raise UlmfitError(f"head_ps needs one dropout per lin_ftrs entry ({len(cfg.lin_ftrs)})")
     if not 0 <= cfg.label_smoothing < 1:
@@ -340,6 +343,8 @@ def validate(cfg: ClassifierConfig) -> None:
 def config_from_dict(d: dict[str, Any]) -> ClassifierConfig:
     """Rebuild the config stored in a bundle (unknown keys from newer versions are errors, as everywhere)."""
     d = dict(d)
+    if "bptt" in d:  # bundles written before the rename to seq_len (one name for one idea across stages)
+        d["seq_len"] = d.pop("bptt")
     preset = d.pop("preset", "small")
     unknown = sorted(set(d) - set(field_names()))
     if unknown:

@@ -137,7 +137,7 @@ def _build(s: _Setup, log):
     cfg, vocab = s.cfg, s.store.vocab
     seed_all(cfg.seed)
     dls = clas_dataloaders(s.store, s.labels, bs=cfg.bs, backwards=cfg.backwards, seed=cfg.seed, device=s.device,
-                           seq_len=cfg.bptt)
+                           seq_len=cfg.seq_len)
     steps = len(dls.train) * cfg.total_epochs()
     if steps < FEW_STEPS and not cfg.min_steps:  # with min_steps, fit_min_steps already saw to it
         log(f"warning: only {steps} optimizer steps in the whole schedule ({len(dls.train)} per epoch); with "

@@ -2,7 +2,8 @@
 config.json["arch"]["name"] says), plus batched inference.
 
     SequentialRNN(
-      SentenceEncoder(bptt, AWD_LSTM|QRNN) # reads a document in bptt-token chunks, keeps the last max_len outputs
+      SentenceEncoder(seq_len, AWD_LSTM|QRNN) # reads a document in seq_len-token chunks, keeps the last
+                                              # max_len outputs
       PoolingLinearClassifier             # concat pooling [last, max, mean] -> LinBnDrop head -> n_class logits
     )
 """
@@ -41,7 +42,7 @@ def build_model(vocab_size: int, n_class: int, arch: dict[str, Any], cfg: Classi
 
     from ulmfit.lm.model import encoder_class, fix_weight_dropout
 
-    model = get_text_classifier(encoder_class(arch), vocab_size, n_class, seq_len=cfg.bptt,
+    model = get_text_classifier(encoder_class(arch), vocab_size, n_class, seq_len=cfg.seq_len,
                                 config=encoder_config(arch, pad_idx), drop_mult=cfg.drop_mult,
                                 lin_ftrs=list(cfg.lin_ftrs), ps=list(cfg.head_ps), pad_idx=pad_idx,
                                 max_len=cfg.max_len)
@@ -138,25 +139,25 @@ def inference_model(model, quantize: bool = False):
     return m
 
 
-def pad_batch(docs: list[np.ndarray], pad_idx: int, bptt: int) -> np.ndarray:
-    """fastai's pad_input_chunk for a batch sorted longest first: whole bptt-chunks of padding before the text
+def pad_batch(docs: list[np.ndarray], pad_idx: int, seq_len: int) -> np.ndarray:
+    """fastai's pad_input_chunk for a batch sorted longest first: whole seq_len-chunks of padding before the text
     (so every text starts on a chunk boundary, which SentenceEncoder relies on), the remainder after it.
 
-    Unlike fastai, the width is rounded up to a multiple of bptt. Then the last bptt columns hold the end of
+    Unlike fastai, the width is rounded up to a multiple of seq_len. Then the last seq_len columns hold the end of
     every text and no leading padding, so masked_concat_pool's "last hidden state" is the last real token's
     for every row (fastai can pick an earlier one when a short text shares a batch with a long one), and a
     document's probabilities do not depend on which documents share its batch.
     """
-    n = -(-max(len(d) for d in docs) // bptt) * bptt
+    n = -(-max(len(d) for d in docs) // seq_len) * seq_len
     out = np.full((len(docs), n), pad_idx, dtype=np.int64)
     for i, d in enumerate(docs):
         gap = n - len(d)
-        start = (gap // bptt) * bptt
+        start = (gap // seq_len) * seq_len
         out[i, start:start + len(d)] = d
     return out
 
 
-def predict_ids(model, docs: list[np.ndarray], *, bs: int, pad_idx: int, bptt: int, backwards: bool = False,
+def predict_ids(model, docs: list[np.ndarray], *, bs: int, pad_idx: int, seq_len: int, backwards: bool = False,
                 bos_idx: int | None = None, progress_desc: str | None = None, device=None) -> np.ndarray:
     """Class probabilities (n_docs, n_class) float32 for numericalized documents, in the order given.
 
@@ -182,7 +183,7 @@ def predict_ids(model, docs: list[np.ndarray], *, bs: int, pad_idx: int, bptt: i
     with torch.inference_mode():
         for s in starts:
             idx = order[s:s + bs]
-            x = torch.from_numpy(pad_batch([docs[i] for i in idx], pad_idx, bptt))
+            x = torch.from_numpy(pad_batch([docs[i] for i in idx], pad_idx, seq_len))
             if device is not None:
                 x = x.to(device)
             logits = model(x)[0]  # (bs, n_class)

@@ -42,7 +42,7 @@ def valid_report(model, state, docs, y, labels, cfg, vocab, dev):
     inference and the same temperature that `predict` uses."""
     model.load_state_dict(state)
     model.eval()
-    probs = predict_ids(model, docs, bs=max(cfg.bs, 32), pad_idx=vocab.pad_id, bptt=cfg.bptt,
+    probs = predict_ids(model, docs, bs=max(cfg.bs, 32), pad_idx=vocab.pad_id, seq_len=cfg.seq_len,
                         backwards=cfg.backwards, bos_idx=vocab.bos_id, device=dev)
     raw = classification_report(y, probs, labels)
     t = fit_temperature(y, probs) if cfg.calibrate and len(y) >= MIN_CALIBRATION_DOCS else 1.0
