@@ -14,7 +14,9 @@ import pytest
 from helpers_data import rows, tar_bytes, tar_folder, write_imdb_tree
 from ulmfit.cli.main import main
 from ulmfit.data import load_corpus
-from ulmfit.data.readers import ArchiveLimits, column_preview, format_size, parse_size, read_source
+from ulmfit.data.limits import ArchiveLimits, format_size, parse_size
+from ulmfit.data.readers import read_source
+from ulmfit.data.tables import column_preview
 from ulmfit.errors import UlmfitError
 
 

@@ -36,7 +36,8 @@ from typing import IO, TYPE_CHECKING, Any
 
 from ulmfit._io import progress, staging_prefix, umask
 from ulmfit._outputs import check_output_file
-from ulmfit.data.readers import count_replaced, decode_bytes, iter_jsonl, text_columns, warn_not_utf8
+from ulmfit.data.rows import count_replaced, decode_bytes, warn_not_utf8
+from ulmfit.data.tables import iter_jsonl, text_columns
 from ulmfit.errors import UlmfitError
 
 if TYPE_CHECKING:  # numpy is not imported at module level: the CLI reads MAX_CHARS from here for its --help

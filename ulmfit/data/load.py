@@ -6,7 +6,8 @@ import sys
 from pathlib import Path
 
 from ulmfit.data.corpus import Corpus
-from ulmfit.data.readers import read_source, warn_not_utf8
+from ulmfit.data.readers import read_source
+from ulmfit.data.rows import warn_not_utf8
 from ulmfit.data.registry import DATASETS, get_dataset
 from ulmfit.data.splits import carve_splits
 from ulmfit.errors import UlmfitError

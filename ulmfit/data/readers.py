@@ -23,140 +23,37 @@ Formats (`fmt`, detected from the path when not given):
   per line; ``"paragraph"``: a document per blank-line-separated paragraph; ``"auto"``: paragraph when the file
   has blank lines, else line.
 
-Decoding policy: bytes are read as UTF-8 (a BOM is dropped). Bytes that are not valid UTF-8 are replaced by
-U+FFFD rather than failing, and the caller warns with the number of affected documents (`Rows.n_replaced`).
-A table file that is not text at all (NUL bytes, or a header line of mostly unreadable bytes) is refused.
-
-Archive limits (`ArchiveLimits`): a tarball is read into memory (and a registered dataset is extracted to disk),
-so a small archive that unpacks to a huge one (a "gzip bomb") is refused once it passes either limit: at most
-``ULMFIT_MAX_ARCHIVE_MEMBERS`` members (default 1,000,000) and ``ULMFIT_MAX_ARCHIVE_BYTES`` uncompressed bytes
-(default 4G; suffixes K, M, G, T are powers of 1024). aclImdb_v1.tar.gz, the largest dataset we know of, has
-about 100k members and 500 MB. Both are counted while the archive streams, before anything is held.
+Decoding (`ulmfit.data.rows`): UTF-8, bytes that are not become U+FFFD and the caller warns. Tables are read by
+`ulmfit.data.tables`; a table file that is not text at all (NUL bytes, a header of unreadable bytes) is refused.
+Archives are read within the member and byte limits of `ulmfit.data.limits.ArchiveLimits` (a "gzip bomb" is
+refused as it streams).
 """
 
 from __future__ import annotations
 
-import csv
 import io
-import json
 import os
 import re
-import sys
 import tarfile
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from ulmfit.data.limits import ArchiveBudget, ArchiveLimits
+from ulmfit.data.rows import FORMATS, SPLIT_ALIASES, Rows, count_replaced, decode_bytes
+from ulmfit.data.tables import parse_table
 from ulmfit.errors import UlmfitError
 
-FORMATS = ("folder", "csv", "tsv", "jsonl", "parquet", "text")
 DOC_SEPS = ("auto", "line", "paragraph")
-TEXT_COLS = ("text", "review", "sentence")
-LABEL_COLS = ("label", "sentiment", "target", "class")
 TABLE_SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
                   ".parquet": "parquet", ".pq": "parquet"}
 TEXT_SUFFIXES = (".txt", ".text", ".tokens", ".raw")
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".tar.bz2", ".tar.xz")
 # Accepted spellings of split names, in folder names, file names and split columns.
-SPLIT_ALIASES = {"train": "train", "training": "train", "valid": "valid", "validation": "valid", "val": "valid",
-                 "dev": "valid", "test": "test", "unsup": "unsup", "unlabeled": "unsup", "unlabelled": "unsup"}
 _SPLIT_ORDER = {"train": 0, "valid": 1, "test": 2, "unsup": 3}  # rows come in this order, like SPLITS
-_TRUE = {"true", "1", "yes", "y", "t"}
-_FALSE = {"false", "0", "no", "n", "f"}
 _READ_CHUNK = 1 << 20  # archive members are read in 1 MiB blocks so the byte limit holds before memory is used
-_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
-def parse_size(value: str, name: str) -> int:
-    """A positive byte count from an environment variable: "4294967296", "4G", "512M" (powers of 1024)."""
-    m = re.fullmatch(r"\s*(\d+)\s*([KMGT]?)i?B?\s*", value, re.IGNORECASE)
-    if not m or int(m.group(1)) <= 0:
-        raise UlmfitError(f"{name} must be a positive number of bytes such as 4G or 500M, got {value!r}",
-                          hint=f"fix or unset {name}")
-    return int(m.group(1)) * _UNITS[m.group(2).upper()]
-
-
-def size_spelling(n: int) -> str:
-    """Bytes as parse_size reads them back: the shortest exact K/M/G/T form ("4G"), else the plain number."""
-    for unit in ("T", "G", "M", "K"):
-        if n % _UNITS[unit] == 0:
-            return f"{n // _UNITS[unit]}{unit}"
-    return str(n)
-
-
-def format_size(n: int) -> str:
-    """Bytes for a message: "4 GiB", "512 MiB", "1,000 bytes"."""
-    spelled = size_spelling(n)
-    return f"{spelled[:-1]} {spelled[-1]}iB" if spelled[-1] in _UNITS else f"{n:,} bytes"
-
-
-def _env_count(name: str, default: int) -> int:
-    value = os.environ.get(name)
-    if not value:
-        return default
-    if not value.strip().isdigit() or int(value) <= 0:
-        raise UlmfitError(f"{name} must be a positive whole number, got {value!r}", hint=f"fix or unset {name}")
-    return int(value)
-
-
-MEMBERS_ENV = "ULMFIT_MAX_ARCHIVE_MEMBERS"
-BYTES_ENV = "ULMFIT_MAX_ARCHIVE_BYTES"
-
-
-@dataclass(frozen=True)
-class ArchiveLimits:
-    """How much one archive may unpack to; `from_env()` applies the overrides (see the module docstring)."""
-
-    max_members: int = 1_000_000
-    max_bytes: int = 4 << 30
-
-    @classmethod
-    def from_env(cls) -> ArchiveLimits:
-        raw = os.environ.get(BYTES_ENV)
-        return cls(max_members=_env_count(MEMBERS_ENV, cls.max_members),
-                   max_bytes=parse_size(raw, BYTES_ENV) if raw else cls.max_bytes)
-
-
-class ArchiveBudget:
-    """Counts the members and uncompressed bytes of one archive as it streams; one clear error past a limit."""
-
-    def __init__(self, name: str, limits: ArchiveLimits | None = None) -> None:
-        self.name = name
-        self.limits = limits or ArchiveLimits.from_env()
-        self.members = 0
-        self.bytes = 0
-
-    def member(self) -> None:
-        self.members += 1
-        if self.members > self.limits.max_members:
-            raise UlmfitError(f"refusing {self.name}: it has more than {self.limits.max_members:,} members",
-                              hint=f"if you trust the archive, raise the limit, e.g. "
-                                   f"{MEMBERS_ENV}={self.limits.max_members * 10}")
-
-    def take(self, n: int) -> None:
-        self.bytes += n
-        if self.bytes > self.limits.max_bytes:
-            raise UlmfitError(f"refusing {self.name}: it unpacks to more than {format_size(self.limits.max_bytes)}",
-                              hint=f"if you trust the archive, raise the limit, e.g. "
-                                   f"{BYTES_ENV}={size_spelling(self.limits.max_bytes * 4)}")
-
-@dataclass
-class Rows:
-    texts: list[str] = field(default_factory=list)
-    labels: list[str | None] = field(default_factory=list)
-    splits: list[str] = field(default_factory=list)
-    n_replaced: int = 0  # documents that had bytes which are not UTF-8 (replaced by U+FFFD)
-
-    def add(self, text: str, label: str | None, split: str) -> None:
-        self.texts.append(text)
-        self.labels.append(None if split == "unsup" else label)
-        self.splits.append(split)
-
-    def extend(self, other: Rows) -> None:
-        self.texts += other.texts
-        self.labels += other.labels
-        self.splits += other.splits
-        self.n_replaced += other.n_replaced
 
 
 def detect_format(path: Path) -> str:
@@ -204,28 +101,7 @@ def read_source(path: Path, *, fmt: str | None = None, text_col: str | list[str]
     if fmt == "text":
         _no_columns(text_col, label_col, path.name, "a plain text file (a document per line or paragraph)")
         return _parse_text(data, doc_sep)
-    return _parse_table(data, fmt, path.name, text_col, label_col, default_split="train")
-
-
-# ---------------------------------------------------------------------------------------------- decoding
-
-def decode_bytes(data: bytes) -> tuple[str, bool]:
-    try:
-        return data.decode("utf-8-sig"), False
-    except UnicodeDecodeError:
-        return data.decode("utf-8-sig", errors="replace"), True
-
-
-def warn_not_utf8(name: str, n_documents: int) -> None:
-    """The one warning every command prints when input bytes were not UTF-8."""
-    if n_documents:
-        print(f"warning: {name}: {n_documents:,} document(s) had bytes that are not UTF-8; "
-              "they were replaced by U+FFFD", file=sys.stderr)
-
-
-def count_replaced(bad: bool, texts: Iterable[str]) -> int:
-    # A file of many documents is decoded once; the affected documents are those holding U+FFFD.
-    return sum("\ufffd" in t for t in texts) if bad else 0
+    return parse_table(data, fmt, path.name, text_col, label_col, default_split="train")
 
 
 # ---------------------------------------------------------------------------------------------- folders
@@ -364,13 +240,13 @@ def _read_tree(tree: _Tree, name: str, *, text_col, label_col) -> Rows:
     tables = [p for p in files if len(p) == 1 and PurePosixPath(p[0].lower()).suffix in TABLE_SUFFIXES]
     if len(tables) == 1:
         p = tables[0]
-        return _parse_table(tree.read(files[p]), TABLE_SUFFIXES[PurePosixPath(p[0].lower()).suffix], p[0],
+        return parse_table(tree.read(files[p]), TABLE_SUFFIXES[PurePosixPath(p[0].lower()).suffix], p[0],
                             text_col, label_col, default_split="train")
     if tables and all(_split_of(PurePosixPath(p[0]).stem) for p in tables):
         rows = Rows()
         for p in sorted(tables, key=lambda p: _natural_key(p[0])):
             fmt = TABLE_SUFFIXES[PurePosixPath(p[0].lower()).suffix]
-            rows.extend(_parse_table(tree.read(files[p]), fmt, p[0], text_col, label_col,
+            rows.extend(parse_table(tree.read(files[p]), fmt, p[0], text_col, label_col,
                                      default_split=_split_of(PurePosixPath(p[0]).stem)))
         return rows
     if tables:
@@ -413,186 +289,5 @@ def _parse_text(data: bytes, doc_sep: str) -> Rows:
     rows = Rows()
     for d in docs:
         rows.add(d.strip("\n"), None, "train")
-    rows.n_replaced = count_replaced(bad, rows.texts)
-    return rows
-
-
-# ---------------------------------------------------------------------------------------------- tables
-
-def _table_columns(data: bytes, fmt: str, name: str) -> tuple[list[str], Callable[[str], list], bool]:
-    """(column names, column getter, had undecodable bytes) for one table file."""
-    if fmt in ("csv", "tsv"):
-        _require_text(data, fmt, name)
-        text, bad = decode_bytes(data)
-        csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # reviews can be longer than csv's 128 KiB default
-        try:
-            reader = csv.reader(io.StringIO(text, newline=""), delimiter="," if fmt == "csv" else "\t")
-            header = next(reader, None)
-            body = list(reader)
-        except csv.Error as e:
-            raise UlmfitError(f"cannot parse {name} as {fmt.upper()}: {e}",
-                              hint="check quoting, or pass --fmt") from None
-        if not header:
-            raise UlmfitError(f"{name} is empty", hint="a header row naming the columns is expected")
-        header = [h.strip() for h in header]
-        index = {h: i for i, h in enumerate(header)}
-        return header, lambda c: [r[index[c]] if index[c] < len(r) else None for r in body], bad
-    if fmt == "jsonl":
-        text, bad = decode_bytes(data)
-        records = [rec for _, rec in iter_jsonl(text.splitlines(), name)]
-        header = list(dict.fromkeys(k for rec in records for k in rec))
-        return header, lambda c: [rec.get(c) for rec in records], bad
-    if fmt == "parquet":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        try:
-            table = pq.read_table(pa.BufferReader(data))
-        except (pa.ArrowException, OSError) as e:
-            raise UlmfitError(f"cannot read {name} as parquet: {e}",
-                              hint="the file is damaged or not parquet") from None
-        return list(table.column_names), lambda c: table.column(c).to_pylist(), False
-    raise UlmfitError(f"unknown table format {fmt!r}", hint=f"use one of: {', '.join(FORMATS)}")
-
-
-_SNIFF = 1 << 16  # how much of a table file is checked for NUL bytes: a binary file shows them at once
-
-
-def _require_text(data: bytes, fmt: str, name: str) -> None:
-    """Refuse a binary file (a zip, an image, UTF-16) posing as CSV/TSV, before its bytes become "column names".
-
-    A header of Latin-1 with a few accents is still text (decoded with U+FFFD and warned about later); a header
-    that is mostly undecodable or control characters is not.
-    """
-    head = data[:_SNIFF]
-    why = None
-    if b"\x00" in head:
-        why = "it holds NUL bytes"
-    else:
-        first = head.split(b"\n", 1)[0][:1000].decode("utf-8-sig", errors="replace")
-        unreadable = sum(c == "\ufffd" or (not c.isprintable() and c not in "\t\r") for c in first)
-        if unreadable > max(2, len(first) // 4):
-            why = "its first line is not readable text"
-    if why:
-        raise UlmfitError(f"{name} does not look like a {fmt.upper()} text file: {why} (starts with {data[:16]!r})",
-                          hint=f"pass a UTF-8 {fmt.upper()} file with a header row, or the right --fmt")
-
-
-def column_preview(header: list[str], max_names: int = 10, max_chars: int = 40) -> str:
-    """Column names for an error message: at most `max_names`, each cut to `max_chars`, unprintable characters
-    escaped, so a strange file cannot flood the terminal."""
-    if not header:
-        return "none"
-
-    def show(name: str) -> str:
-        name = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in name)
-        return name if len(name) <= max_chars else name[: max_chars - 3] + "..."
-
-    names = [show(h) for h in header[:max_names]]
-    more = len(header) - max_names
-    return ", ".join(names) + (f" and {more:,} more" if more > 0 else "")
-
-
-def iter_jsonl(lines: Iterable[str], name: str) -> Iterator[tuple[int, dict]]:
-    """(line number, object) for each non-blank line of a JSON-lines text; one clear error for a bad line.
-    Lazy, so `ulmfit predict` can stream a file of any size through it."""
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UlmfitError(f"{name} line {i} is not valid JSON: {e.msg}",
-                              hint="JSONL needs one JSON object per line") from None
-        if not isinstance(rec, dict):
-            raise UlmfitError(f"{name} line {i} is not a JSON object", hint="JSONL needs one object per line")
-        yield i, rec
-
-
-def find_column(header: list[str], wanted: str) -> str | None:
-    """`wanted` as spelled in `header`: an exact match, else the one that differs only in case."""
-    if wanted in header:
-        return wanted
-    lower = {h.lower(): h for h in header}
-    return lower.get(wanted.lower())
-
-
-def text_columns(header: list[str], text_col: str | list[str] | None, name: str) -> list[str]:
-    """The text column(s) as spelled in `header`: those asked for (a list, or names joined by commas), else the
-    first of TEXT_COLS present; one clear error naming the available columns otherwise."""
-    available = column_preview(header)
-    if text_col:
-        asked = [c.strip() for c in text_col.split(",")] if isinstance(text_col, str) else list(text_col)
-        text_cols = []
-        for c in asked:
-            found = find_column(header, c)
-            if found is None:
-                raise UlmfitError(f"unknown text column {c!r} in {name} (available: {available})",
-                                  hint="pass --text-col with one of the available columns")
-            text_cols.append(found)
-        return text_cols
-    found = next((f for f in (find_column(header, c) for c in TEXT_COLS) if f), None)
-    if found is None:
-        raise UlmfitError(f"no text column in {name}: none of {', '.join(TEXT_COLS)} (available: {available})",
-                          hint="pass --text-col NAME (several joined by commas)")
-    return [found]
-
-
-def _resolve_columns(header: list[str], text_col, label_col, name: str) -> tuple[list[str], str | None, str | None]:
-    available = column_preview(header)
-    text_cols = text_columns(header, text_col, name)
-    if label_col:
-        label = find_column(header, label_col)
-        if label is None:
-            raise UlmfitError(f"unknown label column {label_col!r} in {name} (available: {available})",
-                              hint="pass --label-col with one of the available columns")
-    else:
-        label = next((f for f in (find_column(header, c) for c in LABEL_COLS) if f and f not in text_cols), None)
-    split = find_column(header, "split") or find_column(header, "is_valid")
-    if split in text_cols or split == label:
-        split = None
-    return text_cols, label, split
-
-
-def _cell(v) -> str | None:
-    """A table cell as text; None for missing values (None, NaN, empty)."""
-    if v is None or (isinstance(v, float) and v != v):
-        return None
-    if isinstance(v, float) and v.is_integer():
-        v = int(v)  # a label column of ints with gaps is stored as floats: 1.0 means "1"
-    s = v if isinstance(v, str) else str(v)
-    return s if s.strip() else None
-
-
-def _split_value(v, col: str, name: str, row: int) -> str:
-    s = (_cell(v) or "").strip().lower()
-    if col.lower() == "is_valid":
-        if s in _TRUE:
-            return "valid"
-        if s in _FALSE:
-            return "train"
-        raise UlmfitError(f"{name} row {row}: is_valid value {s!r} is not a boolean", hint="use True/False")
-    split = SPLIT_ALIASES.get(s)
-    if split is None:
-        raise UlmfitError(f"{name} row {row}: split value {s!r} is not one of train, valid, test, unsup",
-                          hint="fix the split column, or rename it so it is not used")
-    return split
-
-
-def _parse_table(data: bytes, fmt: str, name: str, text_col, label_col, *, default_split: str) -> Rows:
-    if not data.strip():
-        raise UlmfitError(f"{name} is empty", hint="point at a file with documents in it")
-    header, column, bad = _table_columns(data, fmt, name)
-    text_cols, label, split = _resolve_columns(header, text_col, label_col, name)
-    cols = [column(c) for c in text_cols]
-    labels = column(label) if label else None
-    splits = column(split) if split else None
-    rows = Rows()
-    for i in range(len(cols[0])):
-        parts = [p for p in (_cell(c[i]) for c in cols) if p is not None]
-        text = "\n\n".join(p.strip() for p in parts) if len(cols) > 1 else (parts[0] if parts else "")
-        y = _cell(labels[i]) if labels is not None else None
-        s = _split_value(splits[i], split, name, i + 1) if splits is not None else default_split
-        rows.add(text, y.strip() if y else None, s)
     rows.n_replaced = count_replaced(bad, rows.texts)
     return rows

@@ -17,7 +17,7 @@ Archives are verified against a list of accepted digests (``"sha256:<hex>"`` or 
 copies of a dataset circulate (our mirror's aclImdb_v1.tar.gz lacks the ``*Bow.feat`` files, so its digest
 differs from the official archive's). After extraction the expected folders must exist. Tar members with
 absolute paths, ``..`` components, links that point outside the target or device files are refused, and so is
-an archive past the member or byte limits of `ulmfit.data.readers.ArchiveLimits` (``ULMFIT_MAX_ARCHIVE_MEMBERS``,
+an archive past the member or byte limits of `ulmfit.data.limits.ArchiveLimits` (``ULMFIT_MAX_ARCHIVE_MEMBERS``,
 ``ULMFIT_MAX_ARCHIVE_BYTES``). An interrupted transfer, a digest mismatch or a refused archive leaves nothing
 behind.
 
@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from ulmfit._io import atomic_dir, progress
-from ulmfit.data.readers import ArchiveBudget
+from ulmfit.data.limits import ArchiveBudget
 from ulmfit.errors import UlmfitError
 
 MARKER = ".ulmfit-complete"

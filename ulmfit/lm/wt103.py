@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ulmfit.data.readers import format_size, parse_size, size_spelling
+from ulmfit.data.limits import format_size, parse_size, size_spelling
 from ulmfit.errors import UlmfitError
 
 if TYPE_CHECKING:
