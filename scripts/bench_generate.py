@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _report import emit  # noqa: E402
 
 
 def run(args) -> str:
@@ -101,15 +102,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     started = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     body = run(args)
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    report = (f"## Generation speed — {started}\n\nMachine: 2-core CPU ({platform.machine()}), torch "
-              f"{torch.__version__}, {torch.get_num_threads()} threads, load average at the end {load:.1f} (shared "
-              f"machine).\nCommand: `{' '.join(['.venv/bin/python', 'scripts/bench_generate.py', *sys.argv[1:]])}`"
-              f"\n\n{body}\n")
-    print(report)
-    if args.report:
-        with open(args.report, "a", encoding="utf-8") as f:
-            f.write(report + "\n")
+    emit("Generation speed", body, script="bench_generate.py", report=args.report, started=started)
 
 
 if __name__ == "__main__":

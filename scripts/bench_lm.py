@@ -23,11 +23,13 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _report import emit  # noqa: E402
 
 
 class _Turns:
@@ -328,16 +330,8 @@ def main() -> None:
     os.environ.setdefault("ULMFIT_PROGRESS", "0")
     started = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     body = sizes(args) if args.sizes else compare(args)
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    head = (f"## {'Model-size sweep' if args.sizes else 'Training throughput'} — {started}\n\n"
-            f"Machine: 2-core CPU ({platform.processor() or platform.machine()}), torch {torch.__version__}, "
-            f"{torch.get_num_threads()} threads, load average at the end {load:.1f} (the machine is shared).\n"
-            f"Command: `{' '.join(['.venv/bin/python', 'scripts/bench_lm.py', *sys.argv[1:]])}`\n")
-    report = head + "\n" + body + "\n"
-    print(report)
-    if args.report:
-        with open(args.report, "a", encoding="utf-8") as f:
-            f.write(report + "\n")
+    emit("Model-size sweep" if args.sizes else "Training throughput", body, script="bench_lm.py",
+         report=args.report, started=started)
 
 
 if __name__ == "__main__":

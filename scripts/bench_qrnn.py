@@ -29,11 +29,13 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _report import emit  # noqa: E402
 
 import torch
 
@@ -309,16 +311,8 @@ def main() -> None:
     os.environ.setdefault("ULMFIT_PROGRESS", "0")
     started = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     body = forget_mult_bench(args) if args.mode == "forget-mult" else lm_bench(args)
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    head = (f"## {'Forget-mult variants' if args.mode == 'forget-mult' else 'LM training tokens/s'} — {started}\n\n"
-            f"Machine: {os.cpu_count()}-core CPU ({platform.processor() or platform.machine()}), torch "
-            f"{torch.__version__}, {torch.get_num_threads()} threads, load average at the end {load:.1f}.\n"
-            f"Command: `{' '.join(['.venv/bin/python', 'scripts/bench_qrnn.py', *sys.argv[1:]])}`\n")
-    report = head + "\n" + body + "\n"
-    print(report)
-    if args.report:
-        with open(args.report, "a", encoding="utf-8") as f:
-            f.write(report + "\n")
+    emit("Forget-mult variants" if args.mode == "forget-mult" else "LM training tokens/s", body,
+         script="bench_qrnn.py", report=args.report, started=started)
 
 
 if __name__ == "__main__":
