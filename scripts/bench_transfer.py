@@ -54,7 +54,7 @@ from ulmfit.data.splits import carve_valid
 from ulmfit.errors import UlmfitError
 
 if TYPE_CHECKING:
-    from ulmfit.lm.config import LMConfig
+    pass
 
 TASKS = ("sst", "sst-1k", "sst-100", "goemotions")
 SST_NEGATIVE, SST_POSITIVE = 0.4, 0.6  # value <= 0.4: negative; > 0.6: positive; in between: dropped
@@ -155,31 +155,6 @@ def run_tfidf(corpus: Corpus, seed: int) -> dict:
             "seconds": round(time.perf_counter() - t, 1)}
 
 
-def lm_batch_fit(corpus: Corpus, cfg: LMConfig) -> tuple[LMConfig, str | None]:
-    """`cfg` with bs lowered when the task's text is too short for one LM batch, else `cfg` unchanged.
-
-    lm-finetune needs bs x seq_len + 1 tokens in the valid split and in train (sst-100's 10 valid sentences are
-    ~200 tokens; `small` at bs 16 x 64 needs 1,025) and otherwise stops with an error whose hint is to lower bs.
-    This does what that hint says, before the run, from whitespace words + 1 per document: rules and
-    SentencePiece give a word at least one token and add a start token, so this undercounts the tokens (only a
-    run of one word repeated 4+ times, which the rules write as 3 tokens, goes the other way). The bs that
-    min_steps would pick is kept when it fits."""
-    import dataclasses
-
-    from ulmfit.lm.config import fit_min_steps, schedule
-
-    words = {s: sum(len(t.split()) + 1 for t, sp in zip(corpus.texts, corpus.splits) if sp == s)
-             for s in ("train", "valid")}
-    epochs = sum(p.epochs for p in schedule(cfg, "finetune"))
-    planned = fit_min_steps(cfg, words["train"], epochs)[0].bs
-    fits = max(1, (min(words.values()) - 1) // cfg.seq_len)
-    if fits >= planned:
-        return cfg, None
-    return dataclasses.replace(cfg, bs=fits), (f"LM fine-tuning at bs {fits}: the smaller of train and valid has about "
-                                               f"{min(words.values()):,} tokens, too few for bs {planned} x seq_len "
-                                               f"{cfg.seq_len}")
-
-
 def run_ulmfit(corpus: Corpus, table: Path, task_dir: Path, lm: Path, args: argparse.Namespace, lm_cfg, explicit,
                clas_cfg) -> dict:
     """lm-finetune -> classify -> evaluate --split test, as the README's route; each step timed."""
@@ -191,13 +166,11 @@ def run_ulmfit(corpus: Corpus, table: Path, task_dir: Path, lm: Path, args: argp
     result = {"pretrained": str(lm)}
     t = time.perf_counter()
     if not args.skip_finetune:
-        lm_cfg, note = lm_batch_fit(corpus, lm_cfg)
-        if note:
-            print(note, flush=True)
+        # a split too short for one batch trains at the bs it holds (ulmfit.lm.config.fit_min_steps)
         ft = finetune(str(table), lm, task_dir / "lm", lm_cfg, preset=args.preset, explicit=explicit,
                       seed=args.seed, device=args.device, overwrite=True, **cols)
         best = ft.metrics[ft.best_epoch - 1] if ft.best_epoch else {}
-        result["finetune"] = {"bundle": str(ft.best), "bs": ft.config.bs, "bs_note": note,
+        result["finetune"] = {"bundle": str(ft.best), "bs": ft.config.bs,
                               "epochs": len(ft.metrics), "best_epoch": ft.best_epoch,
                               "valid_perplexity": best.get("perplexity"), "valid_accuracy": best.get("accuracy"),
                               "notes": ft.notes, "seconds": round(time.perf_counter() - t, 1)}

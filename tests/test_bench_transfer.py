@@ -88,17 +88,3 @@ def test_task_table_reads_back_as_ulmfit_reads_it(bench, sst: Path, tmp_path: Pa
     bench.write_table(task, tmp_path / "work" / "sst.csv")
     back = load_corpus(tmp_path / "work" / "sst.csv", text_col="text", label_col="label")
     assert (back.texts, back.labels, back.splits) == (task.texts, task.labels, task.splits)
-
-
-def test_lm_batch_lowered_only_when_the_text_is_too_short(bench, sst: Path):
-    from ulmfit.lm.config import resolve_config
-
-    cfg = resolve_config("small")
-    tiny_task = bench.make_task("sst", sst, seed=0, quick=False)  # 2 valid sentences: far too few tokens
-    lowered, note = bench.lm_batch_fit(tiny_task, cfg)
-    assert lowered.bs == 1 and "bs 1" in note
-    from ulmfit.data import Corpus
-
-    big = Corpus(["word " * 200] * 40, [None] * 40, ["train"] * 30 + ["valid"] * 10, "big")
-    same, note = bench.lm_batch_fit(big, cfg)
-    assert same is cfg and note is None
