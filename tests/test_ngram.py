@@ -62,7 +62,7 @@ def test_numpy_inference_equals_scikit_learn_and_round_trips(tmp_path, classes) 
 
 
 def test_a_bundle_without_the_ngram_part_is_one_clear_error(tmp_path) -> None:
-    with pytest.raises(UlmfitError, match="has no n-gram model"):
+    with pytest.raises(UlmfitError, match="has no complete n-gram model"):
         NgramModel.load(tmp_path)
 
 

@@ -128,7 +128,7 @@ def _class_weights(value: Any) -> str | list[float]:
 class ClassifierConfig:
     """Everything that decides a classifier run. Written, resolved, into every classifier bundle.
 
-    The AWD-LSTM sizes are not here: they come from the LM bundle the encoder is taken from (or, with
+    The encoder (arch and sizes) is not here: it comes from the LM bundle the encoder is taken from (or, with
     `from_scratch`, from the LM preset of the same name). The encoder's dropouts are fastai's
     `awd_lstm_clas_config` times `drop_mult`.
     """

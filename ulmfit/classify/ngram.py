@@ -85,15 +85,14 @@ class NgramModel:
     def load(cls, folder: Path) -> NgramModel:
         from safetensors.numpy import load_file
 
-        path = Path(folder) / JSON_FILE
-        if not path.is_file():
-            raise UlmfitError(f"{folder} has no n-gram model ({JSON_FILE})",
-                              hint="it was trained before bundles carried one: train it again, or --set "
-                                   "ngram_weight=0 to use the neural model alone")
+        path, arrays_path = Path(folder) / JSON_FILE, Path(folder) / ARRAYS_FILE
+        if not path.is_file() or not arrays_path.is_file():
+            raise UlmfitError(f"{folder} has no complete n-gram model ({JSON_FILE} + {ARRAYS_FILE})",
+                              hint="train the classifier again, or pass --ngram-weight 0 to use the neural model alone")
         meta = read_json(path)
         if meta.get("settings") != SETTINGS:
             raise UlmfitError(f"{path}: n-gram settings differ from this version's", hint="train the classifier again")
-        arrays = load_file(str(Path(folder) / ARRAYS_FILE))
+        arrays = load_file(str(arrays_path))
         return cls(classes=meta["classes"], vocab={g: j for j, g in enumerate(meta["vocab"])},
                    idf=arrays["idf"].astype(np.float64), coef=arrays["coef"].astype(np.float64),
                    intercept=arrays["intercept"].astype(np.float64), c=meta["c"], cv_accuracy=meta["cv_accuracy"])

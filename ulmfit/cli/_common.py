@@ -12,7 +12,6 @@ from typing import Annotated, Optional
 
 import typer
 
-from ulmfit.errors import UlmfitError
 from ulmfit.lm.config import explicit_keys, resolve_config
 
 # ---- every training command ------------------------------------------------------------------------------
@@ -25,7 +24,9 @@ Out = Annotated[Path, typer.Option("--out", "-o", help=_OUT.format(
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace the run already in --out (its model-best/, "
                                          "model-last/ ...; other files in the folder are kept).")]
 Seed = Annotated[int, typer.Option("--seed", help="Random seed: the same seed gives the same splits, batches and weights on CPU.")]
-Preset = Annotated[str, typer.Option("--preset", "-p", help="Model/training preset: tiny (tests), small (CPU), paper (GPU, the ULMFiT paper's settings).")]
+Preset = Annotated[str, typer.Option("--preset", "-p", help="Training preset: tiny (tests), small (CPU), paper (GPU, "
+                                    "the ULMFiT paper's settings); small-qrnn and paper-qrnn are small and paper "
+                                    "(the encoder's arch comes from the LM).")]
 LmPreset = Annotated[str, typer.Option("--preset", "-p", help="Model/training preset: tiny (tests), small (CPU), paper "
                                        "(GPU, the ULMFiT paper's AWD-LSTM), small-qrnn (small with a QRNN encoder), "
                                        "paper-qrnn (GPU, MultiFiT's QRNN). Any preset takes --set arch=qrnn or "
@@ -82,11 +83,6 @@ def train_lm(stage: str, src: str, out: Path, *, pretrained: str | None = None, 
     best = result.metrics[result.best_epoch - 1] if result.best_epoch else {}
     typer.echo(f"{result.best}\tvalid_loss {best.get('valid_loss', float('nan')):.4f}\t"
                f"accuracy {best.get('accuracy') or 0:.4f}\tperplexity {best.get('perplexity') or 0:.2f}")
-
-
-def not_landed(command: str, issue: int) -> None:
-    """Commands whose implementation has not landed say so plainly and exit non-zero."""
-    raise UlmfitError(f"`ulmfit {command}` is not implemented yet (tracked in issue #{issue}).")
 
 
 # ---- options of the commands that use a trained classifier (predict, evaluate) -------------------------------

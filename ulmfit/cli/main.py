@@ -14,7 +14,7 @@ from ulmfit.errors import UlmfitError
 
 app = typer.Typer(
     name="ulmfit",
-    help="ULMFiT transfer learning for text: tokenize, pretrain and fine-tune AWD-LSTM language models, "
+    help="ULMFiT transfer learning for text: tokenize, pretrain and fine-tune AWD-LSTM or QRNN language models, "
     "train classifiers with discriminative learning rates and gradual unfreezing, evaluate, ensemble, predict "
     "and generate.",
     no_args_is_help=True,

@@ -1,4 +1,4 @@
-"""AWD-LSTM language models: presets, pretraining, fine-tuning (incl. fastai's WikiText-103), generation.
+"""AWD-LSTM and QRNN language models: presets, pretraining, fine-tuning (incl. fastai's WikiText-103), generation.
 
     from ulmfit.lm import pretrain, finetune, LanguageModel, resolve_config
     res = pretrain("imdb-sample", "runs/lm", resolve_config("small", sets=["epochs=1"]))
