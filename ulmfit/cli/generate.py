@@ -26,8 +26,8 @@ AllowUnk = Annotated[bool, typer.Option("--allow-unk", help="Allow the unknown-w
 
 HELP = (
     "Generate text from a prompt with a language model.\n\n"
-    "The prompt is read once and the recurrent state (AWD-LSTM or QRNN) carried forward one token at a time (cost linear in the words "
-    "generated). Prints each sample; several samples are separated by a blank line."
+    "The prompt is read once and the recurrent state (AWD-LSTM or QRNN) carried forward one token at a time "
+    "(cost linear in the words generated). Prints each sample; several samples are separated by a blank line."
 )
 
 
