@@ -241,7 +241,7 @@ def _choose_and_save(s: _Setup, model, lm, out: Path, history, best, last_state,
     if result.ngram:
         e = result.ngram
         log(f"predict outputs (1-w) x neural + w x n-gram, w {e['weight']:g}"
-            + (" (the lowest valid log-loss)" if e["chosen_on_valid"] else " (ngram_weight)")
+            + f" ({e['how']})"
             + f"; valid accuracy of the neural model alone {e['neural_valid']['accuracy']:.4f}, "
             f"of the n-gram model alone {e['valid']['accuracy']:.4f}")
     return result

@@ -11,6 +11,9 @@ from ulmfit.classify.model import predict_ids
 
 # A temperature fitted on fewer valid documents follows their noise, so calibration is skipped below this.
 MIN_CALIBRATION_DOCS = 200
+# On fewer valid documents the weight of the n-gram model follows their noise (a handful of sentences can make
+# either model look perfect), so the ensemble is the plain mean of both, the safer prior, instead.
+MIN_WEIGHT_DOCS = 100
 
 
 def best_epoch(history: list[dict[str, Any]], n_valid: int, margin: float) -> tuple[int, str | None]:
@@ -55,13 +58,19 @@ def valid_report(model, state, docs, y, labels, cfg, vocab, dev):
 
 
 def ngram_ensemble(y, p_neural, p_ngram, labels, weight: float | None) -> dict[str, Any]:
-    """meta.json["ngram"]: the n-gram model alone and in the ensemble on the valid split, and the weight used
-    (`weight`, or the one with the lowest valid log-loss)."""
+    """meta.json["ngram"]: the n-gram model alone and in the ensemble on the valid split, and the weight used:
+    `weight` when given; else the one with the lowest valid log-loss, or the plain mean (0.5) when the valid split
+    is too small to choose between weights (`MIN_WEIGHT_DOCS`)."""
     from ulmfit.classify.ngram import choose_weight, mix
 
     chosen, table = choose_weight(y, p_neural, p_ngram)
-    w = chosen if weight is None else weight
-    return {"weight": w, "chosen_on_valid": weight is None, "weights_tried": table,
+    if weight is not None:
+        w, how = weight, "ngram_weight"
+    elif len(y) < MIN_WEIGHT_DOCS:
+        w, how = 0.5, f"the plain mean: {len(y)} valid documents are too few to choose a weight"
+    else:
+        w, how = chosen, "the lowest valid log-loss"
+    return {"weight": w, "chosen_on_valid": how == "the lowest valid log-loss", "how": how, "weights_tried": table,
             "valid": classification_report(y, p_ngram, labels),
             "ensemble_valid": classification_report(y, mix(p_neural, p_ngram, w), labels)}
 
