@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _report import emit  # noqa: E402
+from _bench import emit  # noqa: E402
 
 
 def run(args) -> str:

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _report import emit  # noqa: E402
+from _bench import STEP_PARTS, emit, timed_step  # noqa: E402
 
 
 class _Turns:
@@ -167,9 +167,6 @@ def _interleaved(cfg, store, seed, n, warmup):
 
 def _breakdown(cfg, store, seed, n, warmup):
     """Mean seconds per training step, piece by piece, for the ulmfit model (fastai's Adam, clip, AR/TAR)."""
-    import torch
-    import torch.nn.functional as F
-
     from ulmfit.lm.train import make_learner
     from ulmfit.loaders import lm_dataloaders
 
@@ -179,37 +176,14 @@ def _breakdown(cfg, store, seed, n, warmup):
     learn.create_opt()
     learn.opt.set_hyper("lr", cfg.lr / 25)
     model, opt = learn.model, learn.opt
-    enc, dec = model[0], model[1]
     model.train()
     model.reset()
-    parts = dict.fromkeys(["loader", "encoder fwd", "decoder+softmax fwd", "decoder+softmax bwd",
-                           "encoder bwd", "clip+optimizer"], 0.0)
+    parts = dict.fromkeys(STEP_PARTS, 0.0)
     it = iter(dls.train)
     for i in range(warmup + n):
-        t0 = time.perf_counter()
-        x, y = next(it)
-        t1 = time.perf_counter()
-        h = enc(x)                                               # (bs, sl, emb)
-        t2 = time.perf_counter()
-        h_d = h.detach().requires_grad_()
-        logits, raw, dropped = dec(h_d)                          # (bs, sl, vocab)
-        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1))
-        if cfg.alpha:
-            loss = loss + cfg.alpha * dropped.float().pow(2).mean()
-        if cfg.beta:
-            loss = loss + cfg.beta * (raw[:, 1:] - raw[:, :-1]).float().pow(2).mean()
-        t3 = time.perf_counter()
-        loss.backward()
-        t4 = time.perf_counter()
-        h.backward(h_d.grad)
-        t5 = time.perf_counter()
-        if cfg.clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-        opt.step()
-        opt.zero_grad()
-        t6 = time.perf_counter()
+        _, seconds = timed_step(model, opt, it, cfg)
         if i >= warmup:
-            for k, dt in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5)):
+            for k, dt in zip(parts, seconds):
                 parts[k] += dt / n
     return parts
 

@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _report import emit  # noqa: E402
+from _bench import STEP_PARTS, emit, timed_step  # noqa: E402
 
 import torch
 
@@ -189,7 +189,7 @@ def forget_mult_bench(args) -> str:
 
 # ------------------------------------------------------------------------------------------- LM tokens/s
 
-PARTS = ("loader", "encoder fwd", "decoder+softmax fwd", "decoder+softmax bwd", "encoder bwd", "clip+optimizer")
+PARTS = STEP_PARTS
 
 
 class _Stepper:
@@ -215,35 +215,9 @@ class _Stepper:
         self.steps: list[tuple[int, list[float]]] = []   # (tokens, seconds per part)
 
     def step(self, keep: bool) -> None:
-        import torch.nn.functional as F
-
-        cfg, enc, dec = self.cfg, self.model[0], self.model[1]
-        t0 = time.perf_counter()
-        x, y = next(self.it)
-        t1 = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
-            h = enc(x)
-        t2 = time.perf_counter()
-        h_d = h.detach().requires_grad_()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
-            logits, raw, dropped = dec(h_d)
-        loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.reshape(-1))
-        if cfg.alpha:
-            loss = loss + cfg.alpha * dropped.float().pow(2).mean()
-        if cfg.beta:
-            loss = loss + cfg.beta * (raw[:, 1:] - raw[:, :-1]).float().pow(2).mean()
-        t3 = time.perf_counter()
-        loss.backward()
-        t4 = time.perf_counter()
-        h.backward(h_d.grad)
-        t5 = time.perf_counter()
-        if cfg.clip:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip)
-        self.learn.opt.step()
-        self.learn.opt.zero_grad()
-        t6 = time.perf_counter()
+        tokens, seconds = timed_step(self.model, self.learn.opt, self.it, self.cfg, bf16=self.bf16)
         if keep:
-            self.steps.append((x.numel(), [t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5]))
+            self.steps.append((tokens, seconds))
 
 
 def lm_bench(args) -> str:

@@ -3,9 +3,7 @@ generation, layer groups, int8, every CLI stage, and the architecture-mismatch e
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import io
 import json
 import math
 import random
@@ -15,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from test_lm import run  # main(argv) with stdout captured
 from ulmfit.bundle import read_bundle, write_bundle
 from ulmfit.classify.config import resolve_config as clas_config
 from ulmfit.classify.model import build_model, inference_model, load_encoder, predict_ids
@@ -189,13 +188,6 @@ def test_classifier_batches_and_int8(qrnn_lm):
 
 
 # ------------------------------------------------------------------------------------------- every stage, CLI
-
-
-def run(argv):
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        rc = main([str(a) for a in argv])
-    return rc, buf.getvalue()
 
 
 @pytest.fixture(scope="module")
