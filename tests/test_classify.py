@@ -246,12 +246,14 @@ def test_best_margin_must_not_be_negative() -> None:
 
 def test_balanced_class_weights() -> None:
     from ulmfit.classify.data import class_weight_vector
+    from ulmfit.classify.task import Task
 
     cfg = resolve_config("tiny", overrides={"class_weights": "balanced"})
-    w = class_weight_vector(cfg, ["a", "b"], ["a"] * 90 + ["b"] * 10)
+    ab = Task(kind="single-label", labels=["a", "b"])
+    w = class_weight_vector(cfg, ab, ["a"] * 90 + ["b"] * 10)
     assert w == pytest.approx([100 / (2 * 90), 100 / (2 * 10)])
     with pytest.raises(UlmfitError, match="one weight per label"):
-        class_weight_vector(resolve_config("tiny", overrides={"class_weights": [1.0, 2.0, 3.0]}), ["a", "b"], ["a"])
+        class_weight_vector(resolve_config("tiny", overrides={"class_weights": [1.0, 2.0, 3.0]}), ab, ["a"])
 
 
 def test_direction_mismatch_is_refused_both_ways(lm, bwd_lm, trained, tmp_path, capsys) -> None:

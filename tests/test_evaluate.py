@@ -134,7 +134,7 @@ def test_report_replaces_only_an_earlier_report_and_its_plot(models, data, tmp_p
     out = tmp_path / "report.json"
     assert main([*run, str(out)]) == 0
     assert main([*run, str(out)]) == 0  # an earlier report and its plot: replaced
-    assert json.loads(out.read_text())["confusion_png"] == "report.confusion.png"
+    assert json.loads(out.read_text())["plot_png"] == "report.confusion.png"
     # a user's file where the plot would go is kept, unless --overwrite
     other = tmp_path / "other.json"
     (tmp_path / "other.confusion.png").write_bytes(b"my picture")

@@ -304,8 +304,11 @@ def label_ids(store: TokenStore, split: str, labels: list[str]) -> np.ndarray:
 
 def clas_dataloaders(store: TokenStore, labels: list[str], *, train_split: str = "train",
                      valid_split: str = "valid", bs: int = 64, backwards: bool = False, seed: int = 42,
-                     device=None, seq_len: int = 72):
-    """fastai DataLoaders of (x LongTensor[bs, max_len_in_batch] padded as pad_input_chunk, y LongTensor[bs])."""
+                     device=None, seq_len: int = 72, targets=None):
+    """fastai DataLoaders of (x LongTensor[bs, max_len_in_batch] padded as pad_input_chunk, y[bs]).
+
+    y is each document's label id (LongTensor), or `targets(split)` when given: any per-document array, such as
+    the multi-hot rows of a multi-label task or the standardised values of a regression (`ulmfit.classify.task`)."""
     from fastai.data.core import DataLoaders
     from fastcore.foundation import L
 
@@ -318,7 +321,7 @@ def clas_dataloaders(store: TokenStore, labels: list[str], *, train_split: str =
     loaders = []
     for split, train in ((train_split, True), (valid_split, False)):
         _present(store, [split], "training" if train else "validation")
-        y = label_ids(store, split, labels)
+        y = label_ids(store, split, labels) if targets is None else targets(split)
         if len(y) == 0:
             raise UlmfitError(f"the {split} split has no documents", hint="check the data source")
         loaders.append(cls(store.ids(split), store.offsets(split), y, bs=bs, pad_id=pad, seq_len=seq_len,

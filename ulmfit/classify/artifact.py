@@ -3,6 +3,7 @@ what every later stage rebuilds the network from. Layout and reading of bundles 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import numpy as np
 
 from ulmfit.bundle import direction_name, write_bundle
 from ulmfit.classify.config import ClassifierConfig
+from ulmfit.classify.task import Task
 
 
 def classifier_arch(lm_arch: dict[str, Any], vocab_size: int, cfg: ClassifierConfig) -> dict[str, Any]:
@@ -26,11 +28,14 @@ def classifier_arch(lm_arch: dict[str, Any], vocab_size: int, cfg: ClassifierCon
     return arch
 
 
-def bundle_config(cfg: ClassifierConfig, lm_arch: dict[str, Any], vocab, tokenizer, labels: list[str]) -> dict:
-    """config.json of a classifier bundle: everything `Classifier.load` rebuilds the network from."""
+def bundle_config(cfg: ClassifierConfig, lm_arch: dict[str, Any], vocab, tokenizer, labels: list[str],
+                  task: Task | None = None) -> dict:
+    """config.json of a classifier bundle: everything `Classifier.load` rebuilds the network from, with the task
+    shape (single-label, multi-label or regression, and a regression's standardisation)."""
+    task = task or Task(kind="single-label", labels=list(labels))
     return {"stage": "classifier", "direction": direction_name(cfg.backwards), "preset": cfg.preset,
-            "seed": cfg.seed, "arch": classifier_arch(lm_arch, len(vocab.itos), cfg), "n_class": len(labels),
-            "tokenizer": _spec_dict(tokenizer), "schedule": [vars(s) for s in cfg.schedule],
+            "seed": cfg.seed, "arch": classifier_arch(lm_arch, len(vocab.itos), cfg), "n_class": task.n_out,
+            "task": task.to_dict(), "tokenizer": _spec_dict(tokenizer), "schedule": [vars(s) for s in cfg.schedule],
             "classifier": cfg.to_dict()}
 
 
@@ -46,16 +51,35 @@ def portable(path: Path) -> str:
     return "/".join(parts)
 
 
-def save_classifier(path: Path, *, config: dict, meta: dict, vocab, tokenizer, state) -> None:
-    """Write one classifier bundle (ulmfit.bundle layout) with a confusion-matrix PNG when meta has a
-    "valid" report. meta must hold "labels"."""
+def report_figures(task: Task, report: dict[str, Any], y: np.ndarray, outputs: np.ndarray,
+                   split: str) -> dict[str, Callable[[Path], None]]:
+    """{file name: writer} of the plot that shows a report best: a confusion matrix (single-label), per-label
+    precision/recall/F1 bars (multi-label), predicted against true values (regression)."""
+    from ulmfit.classify import metrics
+
+    if task.kind == "multi-label":
+        title = f"{split}: macro-F1 {report['macro_f1']:.3f}, micro-F1 {report['micro_f1']:.3f}"
+        return {"per-label.png": lambda p: metrics.plot_per_label(report, p, title=title)}
+    if task.kind == "regression":
+        title = f"{split}: Pearson {report['pearson']:.3f}, MAE {report['mae']:.3f}"
+        return {"scatter.png": lambda p: metrics.plot_scatter(y, outputs[:, 0], p, title=title)}
+    cm = np.array(report["confusion"]["matrix"])
+    title = f"{split} confusion (accuracy {report['accuracy']:.3f})"
+    return {"confusion-matrix.png": lambda p: metrics.plot_confusion(cm, task.labels, p, title=title)}
+
+
+def save_classifier(path: Path, *, config: dict, meta: dict, vocab, tokenizer, state,
+                    figures: dict[str, Callable[[Path], None]] | None = None) -> None:
+    """Write one classifier bundle (ulmfit.bundle layout) with its figures (`report_figures`; by default a
+    confusion-matrix PNG when meta has a single-label "valid" report). meta must hold "labels"."""
     from ulmfit.classify.metrics import plot_confusion
 
-    figures = {}
-    report = meta.get("valid")
-    if report:
-        cm = np.array(report["confusion"]["matrix"])
-        title = f"valid confusion (accuracy {report['accuracy']:.3f})"
-        figures["confusion-matrix.png"] = lambda p: plot_confusion(cm, meta["labels"], p, title=title)
+    if figures is None:
+        figures = {}
+        report = meta.get("valid")
+        if report and "confusion" in report:
+            cm = np.array(report["confusion"]["matrix"])
+            title = f"valid confusion (accuracy {report['accuracy']:.3f})"
+            figures["confusion-matrix.png"] = lambda p: plot_confusion(cm, meta["labels"], p, title=title)
     write_bundle(path, config=config, meta={"stage": "classifier", **meta}, vocab=vocab, tokenizer=tokenizer,
                  weights={"model": state}, figures=figures)

@@ -29,6 +29,7 @@ from ulmfit.classify.model import build_model, inference_model, load_state, pred
 from ulmfit.classify.ngram import JSON_FILE as NGRAM_FILE
 from ulmfit.classify.ngram import NgramModel, mix
 from ulmfit.classify.predict import MAX_CHARS, check_max_chars, clip_texts, clipped_message
+from ulmfit.classify.task import TASKS, Task
 from ulmfit.errors import UlmfitError
 from ulmfit.runtime import resolve_device, set_threads
 
@@ -39,7 +40,8 @@ class Classifier:
     def __init__(self, model, *, tokenizer, vocab, labels: list[str], config: ClassifierConfig,
                  arch: dict[str, Any], direction: str = "forward", path: Path | None = None, device=None,
                  quantized: bool = False, temperature: float = 1.0, ngram: NgramModel | None = None,
-                 ngram_weight: float = 0.0) -> None:
+                 ngram_weight: float = 0.0, task: Task | None = None, thresholds: list[float] | None = None,
+                 part_thresholds: dict[str, list[float] | None] | None = None) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.vocab = vocab
@@ -53,6 +55,10 @@ class Classifier:
         self.temperature = temperature  # fitted on the valid split by `ulmfit classify` (1: none)
         self.ngram = ngram  # the bag-of-n-grams baseline fitted on the same training split, if the bundle has it
         self.ngram_weight = ngram_weight if ngram is not None else 0.0
+        self.task = task or Task(kind="single-label", labels=list(labels))
+        self.thresholds = thresholds  # multi-label: each label's decision threshold, tuned on the valid split
+        # multi-label: the thresholds tuned for each part alone ("neural", "ngram") and for the shipped mix
+        self.part_thresholds = part_thresholds or {"shipped": thresholds, "neural": thresholds, "ngram": thresholds}
 
     @property
     def backwards(self) -> bool:
@@ -81,7 +87,8 @@ class Classifier:
         if arch.get("vocab_size", len(vocab.itos)) != len(vocab.itos):
             raise UlmfitError(f"{b.path}: vocab.json has {len(vocab.itos)} tokens but the model was built for "
                               f"{arch['vocab_size']}", hint="the bundle is damaged; train again")
-        model = build_model(len(vocab.itos), len(labels), arch, cfg, pad_idx=vocab.pad_id)
+        task = Task.from_dict(b.config.get("task"), labels)
+        model = build_model(len(vocab.itos), task.n_out, arch, cfg, pad_idx=vocab.pad_id)
         load_state(model, b.load_state("model"))
         model = inference_model(model.to(dev), quantize=quantize)
         temperature = float((b.meta.get("calibration") or {}).get("temperature", 1.0))  # older bundles: none
@@ -89,9 +96,11 @@ class Classifier:
             raise UlmfitError(f"{b.path}/meta.json has a bad calibration temperature {temperature}",
                               hint="the bundle is damaged; train again")
         ngram, weight = _ngram_part(b, ngram_weight)
+        parts = _thresholds(b.meta, task, labels)
+        thresholds = parts["neural"] if weight == 0 else parts["ngram"] if weight == 1 else parts["shipped"]
         return cls(model, tokenizer=tokenizer, vocab=vocab, labels=labels, config=cfg, arch=arch,
                    direction=b.direction, path=b.path, device=dev, quantized=quantize, temperature=temperature,
-                   ngram=ngram, ngram_weight=weight)
+                   ngram=ngram, ngram_weight=weight, task=task, thresholds=thresholds, part_thresholds=parts)
 
     # ------------------------------------------------------------------------------------------ predict
 
@@ -102,8 +111,10 @@ class Classifier:
     def predict_proba(self, texts: str | Iterable[str], *, bs: int | None = None, progress: bool = False,
                       max_chars: int = MAX_CHARS) -> np.ndarray:
         """(n_texts, n_labels) float32 probabilities, rows in input order, columns in `self.labels` order: the
-        neural model's, mixed with the n-gram model's when `ngram_weight` > 0. Texts longer than `max_chars`
-        characters (0: no limit) are classified from their first `max_chars`."""
+        neural model's, mixed with the n-gram model's when `ngram_weight` > 0. A multi-label classifier gives each
+        label's own probability (rows need not sum to 1); a regression gives (n_texts, 1) values in the target's
+        units. Texts longer than `max_chars` characters (0: no limit) are classified from their first
+        `max_chars`."""
         neural, ngram = self.predict_parts(texts, bs=bs, progress=progress, max_chars=max_chars)
         return mix(neural, ngram, self.ngram_weight).astype(np.float32)
 
@@ -118,21 +129,40 @@ class Classifier:
             raise UlmfitError(f"text {bad} is a {type(texts[bad]).__name__}, not a string")
         texts = _clip(texts, max_chars)
         docs = self.numericalize(texts)
-        probs = predict_ids(self.model, docs, bs=bs or max(self.config.bs, 64), pad_idx=self.vocab.pad_id,
-                            seq_len=self.config.seq_len, backwards=self.backwards, bos_idx=self.vocab.bos_id,
-                            device=self.device, progress_desc="predict" if progress else None)
-        neural = temperature_scale(probs, self.temperature)
+        raw = predict_ids(self.model, docs, bs=bs or max(self.config.bs, 64), pad_idx=self.vocab.pad_id,
+                          seq_len=self.config.seq_len, backwards=self.backwards, bos_idx=self.vocab.bos_id,
+                          device=self.device, progress_desc="predict" if progress else None,
+                          activation=self.task.activation)
+        neural = self.task.outputs(raw)
+        if self.task.kind == "single-label":
+            neural = temperature_scale(neural, self.temperature)
         return neural, (self.ngram.predict_proba(texts) if self.ngram is not None else None)
 
     def predict(self, texts: str | Iterable[str], *, bs: int | None = None,
                 max_chars: int = MAX_CHARS) -> list[dict[str, Any]]:
-        """One {"label": best label, "probs": {label: probability}} per text, in input order."""
-        return probs_to_records(self.predict_proba(texts, bs=bs, max_chars=max_chars), self.labels)
+        """One dict per text, in input order: {"label": best label, "probs": {label: probability}}; for a
+        multi-label classifier {"labels": [labels at or above their threshold], "probs": {...}}; for a regression
+        {"value": number}."""
+        return self.task.records(self.predict_proba(texts, bs=bs, max_chars=max_chars), self.thresholds)
 
     def __repr__(self) -> str:
         where = self.path.name if self.path else "?"
-        return (f"Classifier({where}: {len(self.labels)} labels {self.labels[:5]}, {self.direction}, "
+        return (f"Classifier({where}: {self.task.kind}, {len(self.labels)} labels {self.labels[:5]}, {self.direction}, "
                 f"vocab {len(self.vocab.itos)}{', int8' if self.quantized else ''})")
+
+
+def _thresholds(meta: dict, task: Task, labels: list[str]) -> dict[str, list[float] | None]:
+    """Multi-label decision thresholds tuned at training for what predict outputs ("shipped"), the neural model
+    alone and the n-gram model alone (an explicit --ngram-weight between 0 and 1 uses the shipped ones)."""
+    if task.kind != "multi-label":
+        return {"shipped": None, "neural": None, "ngram": None}
+
+    def ok(t):  # a bundle without tuned thresholds (e.g. written by a test) decides at 0.5
+        return t if isinstance(t, list) and len(t) == len(labels) else [0.5] * len(labels)
+
+    shipped = ok(meta.get("thresholds"))
+    neural = ok(meta.get("neural_thresholds") or shipped)
+    return {"shipped": shipped, "neural": neural, "ngram": ok((meta.get("ngram") or {}).get("thresholds") or shipped)}
 
 
 def _ngram_part(b, weight: float | None) -> tuple[NgramModel | None, float]:
@@ -164,14 +194,28 @@ def probs_to_records(probs: np.ndarray, labels: list[str]) -> list[dict[str, Any
 
 
 def load_models(paths: list[str | Path], *, device: str | None = None, quantize: bool = False,
-                ngram_weight: float | None = None) -> list[Classifier]:
-    """Several classifiers meant to be used together: all must predict the same label set."""
+                ngram_weight: float | None = None, task: str | None = None) -> list[Classifier]:
+    """Several classifiers meant to be used together: all must have the same task shape and label set (and
+    `task`, when given)."""
     if not paths:
         raise UlmfitError("no model given", hint="pass one or more classifier directories")
+    if task is not None and task not in TASKS:
+        raise UlmfitError(f"unknown task {task!r}", hint=f"use one of: {', '.join(TASKS)}")
     models = [Classifier.load(p, device=device, quantize=quantize, ngram_weight=ngram_weight) for p in paths]
     first = models[0]
+
+    def kind(m) -> str:  # an exported model without task shapes is single-label
+        return getattr(getattr(m, "task", None), "kind", "single-label")
+
+    for m in models:
+        if task is not None and kind(m) != task:
+            raise UlmfitError(f"{m.path} is a {kind(m)} model, not {task}",
+                              hint=f"drop --task, or pass a {task} model")
+        if kind(m) != kind(first):
+            raise UlmfitError(f"{m.path} is a {kind(m)} model but {first.path} is {kind(first)}",
+                              hint="only models of the same task shape can be ensembled")
     for m in models[1:]:
-        if sorted(m.labels) != sorted(first.labels):
+        if kind(first) != "regression" and sorted(m.labels) != sorted(first.labels):
             raise UlmfitError(f"{m.path} predicts labels {m.labels} but {first.path} predicts {first.labels}",
                               hint="models can only be ensembled when they were trained on the same labels")
     return models
@@ -179,8 +223,9 @@ def load_models(paths: list[str | Path], *, device: str | None = None, quantize:
 
 def ensemble_proba(models: list[Classifier], texts: list[str], *, bs: int | None = None, progress: bool = False,
                    max_chars: int = MAX_CHARS) -> tuple[np.ndarray, list[np.ndarray]]:
-    """(mean probabilities, each model's probabilities), columns in the first model's label order. Texts longer
-    than `max_chars` characters (0: no limit) are classified from their first `max_chars`."""
+    """(mean outputs, each model's outputs), columns in the first model's label order: probabilities (or values,
+    for regression models). Texts longer than `max_chars` characters (0: no limit) are classified from their
+    first `max_chars`."""
     labels = models[0].labels
     texts = _clip(list(texts), max_chars)  # once here, not once per model
     each = [aligned(m.predict_proba(texts, bs=bs, progress=progress, max_chars=0), m.labels, labels)
@@ -190,4 +235,17 @@ def ensemble_proba(models: list[Classifier], texts: list[str], *, bs: int | None
 
 def aligned(p: np.ndarray, have: list[str], want: list[str]) -> np.ndarray:
     """Probability columns reordered from label order `have` to `want` (the same set)."""
-    return p if have == want else p[:, [have.index(lab) for lab in want]]
+    return p if have == want or p.shape[1] != len(want) else p[:, [have.index(lab) for lab in want]]
+
+
+def ensemble_records(models: list[Classifier], outputs: np.ndarray) -> list[dict[str, Any]]:
+    """The records (`Classifier.predict`) of ensembled outputs: a multi-label ensemble decides with the mean of
+    its models' thresholds (each tuned on its own valid split)."""
+    first = models[0]
+    thresholds = None
+    if getattr(first, "task", None) is None:  # a model without task shapes (an exported one): single-label
+        return probs_to_records(outputs, first.labels)
+    if first.task.kind == "multi-label":
+        each = [aligned(np.asarray([m.thresholds]), m.labels, first.labels)[0] for m in models]
+        thresholds = list(np.mean(each, axis=0))
+    return first.task.records(outputs, thresholds)

@@ -155,6 +155,12 @@ class ClassifierConfig:
     min_steps: int = 0  # fewer optimizer steps than this in the whole schedule: smaller bs, longer last stage
     best_margin: float = 2.0  # an earlier epoch is model-best only if it beats the last by this many std. errors
     precision: str = "auto"  # "auto": bf16 on a GPU or CPU that has it (else fp16 / fp32) | "fp32" | "bf16" | "fp16"
+    # "auto": from the training labels (printed) | "single-label" | "multi-label" | "regression" (ulmfit.classify.task)
+    task: str = "auto"
+    label_delimiter: str = ","  # multi-label: between the labels of one cell ("2,14"); spaces around them ignored
+    pos_weight: str = "none"  # multi-label: "none" | "balanced" (each label's negatives/positives, at most 100)
+    regression_loss: str = "mse"  # regression: "mse" | "huber" (smooth L1 on the standardised target)
+    bins: list[float] = field(default_factory=list)  # regression: edges for the binned value's accuracy too
     calibrate: bool = True  # fit a softmax temperature on the valid split (>= 200 docs): honest probabilities
     ngram: bool = True  # also fit the TF-IDF + logistic-regression baseline on the training split (in the bundle)
     ngram_weight: float | None = None  # its weight w in (1-w)*neural + w*n-gram; none: chosen on the valid split
@@ -329,6 +335,19 @@ def validate(cfg: ClassifierConfig) -> None:
         raise UlmfitError(f"ngram_weight must be in [0, 1] (or none: chosen on the valid split), not {cfg.ngram_weight}")
     if cfg.ngram_weight and not cfg.ngram:
         raise UlmfitError("ngram_weight needs the n-gram model", hint="drop --set ngram=off, or set ngram_weight=0")
+    from ulmfit.classify.task import AUTO, TASKS
+
+    if cfg.task not in (AUTO, *TASKS):
+        raise UlmfitError(f"unknown task {cfg.task!r}", hint=f"use one of: {', '.join((AUTO, *TASKS))}")
+    if not cfg.label_delimiter or cfg.label_delimiter.strip() != cfg.label_delimiter:
+        raise UlmfitError(f"label_delimiter must be a character without spaces, not {cfg.label_delimiter!r}",
+                          hint="e.g. --set label_delimiter='|'")
+    if cfg.pos_weight not in ("none", "balanced"):
+        raise UlmfitError(f"pos_weight must be none or balanced, not {cfg.pos_weight!r}")
+    if cfg.regression_loss not in ("mse", "huber"):
+        raise UlmfitError(f"regression_loss must be mse or huber, not {cfg.regression_loss!r}")
+    if list(cfg.bins) != sorted(set(cfg.bins)):
+        raise UlmfitError(f"bins must be increasing edges, not {cfg.bins}", hint="e.g. --set bins=0.2,0.4,0.6,0.8")
     if cfg.self_train < 0:
         raise UlmfitError(f"self_train must be >= 0 (0 = off), not {cfg.self_train}")
     if not 0 < cfg.self_train_keep <= 1:

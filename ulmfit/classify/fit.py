@@ -15,7 +15,6 @@ OUT is already checked and locked by the caller (`ulmfit.classify.train.train_cl
 from __future__ import annotations
 
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,13 +24,14 @@ import numpy as np
 
 from ulmfit._rundir import staged_entries
 from ulmfit.bundle import check_direction, direction_name, read_bundle
-from ulmfit.classify.artifact import bundle_config, portable, save_classifier
+from ulmfit.classify.artifact import bundle_config, portable, report_figures, save_classifier
 from ulmfit.classify.config import ClassifierConfig, fit_min_steps
-from ulmfit.classify.data import class_weight_vector, prepare_corpus
+from ulmfit.classify.data import class_weight_vector, label_counts, prepare_corpus
 from ulmfit.classify.learner import epoch_callback, make_learner
 from ulmfit.classify.model import build_model, load_encoder, snapshot
-from ulmfit.classify.ngram import fit_ngram
+from ulmfit.classify.ngram import fit_ngram, mix
 from ulmfit.classify.selection import best_epoch, log_calibration, ngram_ensemble, valid_report
+from ulmfit.classify.task import Task
 from ulmfit.errors import UlmfitError
 from ulmfit.lm.config import resolve_config as lm_config
 from ulmfit.lm.model import arch_label
@@ -56,11 +56,33 @@ class TrainResult:
     seconds: float
     interrupted: bool = False
     ngram: dict[str, Any] | None = None  # model-best's meta["ngram"]: the neural and n-gram models alone, the weight
+    task: Task | None = None  # the task shape (single-label when None)
 
     @property
     def accuracy(self) -> float:
-        """The valid accuracy of what `predict` outputs (the ensemble when the n-gram weight is above 0)."""
-        return float(self.valid["accuracy"])
+        """The valid accuracy of what `predict` outputs (the ensemble when the n-gram weight is above 0);
+        for the other task shapes, their headline metric (`headline`)."""
+        return float(self.valid[headline(self.valid)[0]])
+
+
+def headline(report: dict[str, Any]) -> tuple[str, str]:
+    """(key, name) of the number that sums up a report of any task shape."""
+    kind = report.get("task", "single-label")
+    return {"single-label": ("accuracy", "accuracy"), "multi-label": ("macro_f1", "macro-F1"),
+            "regression": ("pearson", "Pearson r")}[kind]
+
+
+def describe_report(report: dict[str, Any]) -> str:
+    """The valid metrics of a report in one line, by task shape."""
+    kind = report.get("task", "single-label")
+    if kind == "multi-label":
+        return (f"macro-F1 {report['macro_f1']:.4f}, micro-F1 {report['micro_f1']:.4f}, "
+                f"mAP {report['mean_average_precision']:.4f}")
+    if kind == "regression":
+        line = (f"Pearson {report['pearson']:.4f}, Spearman {report['spearman']:.4f}, MAE {report['mae']:.4f}, "
+                f"RMSE {report['rmse']:.4f}")
+        return line + (f", binned accuracy {report['binned_accuracy']:.4f}" if "binned_accuracy" in report else "")
+    return f"accuracy {report['accuracy']:.4f}, macro-F1 {report['macro_f1']:.4f}"
 
 
 @dataclass
@@ -69,8 +91,9 @@ class _Setup:
     bundle: Any  # the LM bundle, None with --from-scratch
     arch: dict[str, Any]
     corpus: Any
+    task: Task
     labels: list[str]
-    counts: dict[str, dict[str, int]]
+    counts: dict[str, dict[str, Any]]
     weights: list[float] | None
     store: Any
     device: Any
@@ -85,7 +108,7 @@ def fit_classifier(src, *, lm, out: Path, config: ClassifierConfig, text_col: st
     t0 = time.time()
     s = _setup(src, lm, config, text_col, label_col, device, log)
     learn, model = _build(s, log)
-    history, best, last_state, interrupted = _fit(learn, s.cfg, log)
+    history, best, last_state, interrupted = _fit(learn, s.cfg, s.task, log)
     result = _choose_and_save(s, model, lm, out, history, best, last_state, interrupted, t0, log)
     if interrupted:
         raise KeyboardInterrupt
@@ -107,29 +130,36 @@ def _setup(src, lm, cfg: ClassifierConfig, text_col, label_col, device, log) -> 
         check_direction(bundle, cfg.backwards)
         arch = bundle.arch
     dev = resolve_device(device)
-    corpus, labels = prepare_corpus(src, cfg, text_col=text_col, label_col=label_col)
+    corpus, task, why = prepare_corpus(src, cfg, text_col=text_col, label_col=label_col)
+    labels = task.labels
     train_labels = [y for y, sp in zip(corpus.labels, corpus.splits) if sp == "train"]
-    weights = class_weight_vector(cfg, labels, train_labels)
+    weights = class_weight_vector(cfg, task, train_labels)
     if bundle is not None:
         store = build_store(corpus, tokenizer=bundle.tokenizer, vocab=bundle.vocab)
         check_compatible(bundle.vocab, bundle.tokenizer, store.vocab, store.tokenizer,
                          what_a=f"the language model {portable(bundle.path)}", what_b="the classifier's token store")
     else:
         store = build_store(corpus, spec=TokenizerSpec(**lm_config(cfg.preset).tokenizer_spec()))
-    counts = {sp: dict(sorted(Counter(y for y, s in zip(corpus.labels, corpus.splits) if s == sp).items()))
+    counts = {sp: label_counts(task, [y for y, s in zip(corpus.labels, corpus.splits) if s == sp])
               for sp in ("train", "valid")}
-    log(f"data: {corpus.name}: {sum(counts['train'].values()):,} train / {sum(counts['valid'].values()):,} valid "
-        f"documents, {len(labels)} labels ({', '.join(labels)}), vocab {len(store.vocab.itos):,}")
+    n_docs = {sp: corpus.splits.count(sp) for sp in ("train", "valid")}
+    log(f"data: {corpus.name}: {n_docs['train']:,} train / {n_docs['valid']:,} valid documents, "
+        f"vocab {len(store.vocab.itos):,}")
+    log(f"task: {task.describe()} ({why})")
     if weights is not None:
-        log("class weights: " + ", ".join(f"{lab} {w:.3g}" for lab, w in zip(labels, weights)))
+        what = "positive-label weights" if task.kind == "multi-label" else "class weights"
+        log(f"{what}: " + ", ".join(f"{lab} {w:.3g}" for lab, w in zip(labels, weights)))
+    if task.kind != "single-label" and cfg.calibrate:
+        log(f"calibration: a softmax temperature is for single-label classifiers; none for {task.kind}"
+            + (" (thresholds are tuned per label on the valid split instead)" if task.kind == "multi-label" else ""))
     log(("encoder: random init (--from-scratch)" if bundle is None else f"encoder: {bundle.path}")
         + f"; {arch_label(arch)} ({direction_name(cfg.backwards)}); "
         + resolve_precision(cfg.precision, dev))
-    cfg, note = fit_min_steps(cfg, sum(counts["train"].values()))
+    cfg, note = fit_min_steps(cfg, n_docs["train"])
     if note:
         log(note)
     log(cfg.describe_schedule())
-    return _Setup(cfg, bundle, arch, corpus, labels, counts, weights, store, dev)
+    return _Setup(cfg, bundle, arch, corpus, task, labels, counts, weights, store, dev)
 
 
 def _build(s: _Setup, log):
@@ -137,19 +167,19 @@ def _build(s: _Setup, log):
     cfg, vocab = s.cfg, s.store.vocab
     seed_all(cfg.seed)
     dls = clas_dataloaders(s.store, s.labels, bs=cfg.bs, backwards=cfg.backwards, seed=cfg.seed, device=s.device,
-                           seq_len=cfg.seq_len)
+                           seq_len=cfg.seq_len, targets=lambda split: s.task.targets(s.store.labels(split), split))
     steps = len(dls.train) * cfg.total_epochs()
     if steps < FEW_STEPS and not cfg.min_steps:  # with min_steps, fit_min_steps already saw to it
         log(f"warning: only {steps} optimizer steps in the whole schedule ({len(dls.train)} per epoch); with "
             f"few training documents pass a smaller --bs or more --epochs, or --set min_steps=130")
-    model = build_model(len(vocab.itos), len(s.labels), s.arch, cfg, pad_idx=vocab.pad_id)
+    model = build_model(len(vocab.itos), s.task.n_out, s.arch, cfg, pad_idx=vocab.pad_id)
     if s.bundle is not None:
         load_encoder(model, s.bundle.load_state("encoder"))
-    learn = apply_precision(make_learner(dls, model, cfg, s.labels, s.weights), cfg.precision, s.device)
+    learn = apply_precision(make_learner(dls, model, cfg, s.task, s.weights), cfg.precision, s.device)
     return learn, model
 
 
-def _fit(learn, cfg: ClassifierConfig, log):
+def _fit(learn, cfg: ClassifierConfig, task: Task, log):
     """One one-cycle per schedule stage. Returns (history, best epoch {epoch, state}, the last finished epoch's
     weights, interrupted). After a Ctrl-C or SIGTERM mid-epoch the "last" weights are those of the last epoch
     that finished, so model-last holds the epoch its meta names."""
@@ -161,15 +191,14 @@ def _fit(learn, cfg: ClassifierConfig, log):
     def on_epoch(m: dict) -> None:
         m = {"epoch": len(history) + 1, **m}
         history.append(m)
-        score = (m["accuracy"], -m["valid_loss"])
+        score = (m["accuracy"], -m["valid_loss"]) if task.kind == "single-label" else (-m["valid_loss"],)
         mark = ""
         if best["score"] is None or score > best["score"]:
             best.update(score=score, epoch=m["epoch"], state=snapshot(learn.model))
             mark = "  *best"
         finished["state"] = best["state"] if mark else snapshot(learn.model)
-        log(f"epoch {m['epoch']:>2} (stage {m['stage']})  train_loss {m['train_loss']:.4f}  valid_loss "
-            f"{m['valid_loss']:.4f}  accuracy {m['accuracy']:.4f}  macro_f1 {m['macro_f1']:.4f}  "
-            f"{m['seconds']:.1f}s{mark}")
+        shown = "  ".join(f"{k} {v:.4f}" for k, v in m.items() if k not in ("epoch", "stage", "seconds"))
+        log(f"epoch {m['epoch']:>2} (stage {m['stage']})  {shown}  {m['seconds']:.1f}s{mark}")
 
     learn.add_cb(epoch_callback(lambda: current["stage"], on_epoch))
     try:
@@ -192,16 +221,16 @@ def _fit(learn, cfg: ClassifierConfig, log):
 def _choose_and_save(s: _Setup, model, lm, out: Path, history, best, last_state, interrupted: bool, t0: float,
                      log) -> TrainResult:
     """model-best's epoch, both bundles scored as `predict` scores them, then written into OUT together."""
-    cfg, vocab, labels = s.cfg, s.store.vocab, s.labels
+    cfg, vocab, labels, task = s.cfg, s.store.vocab, s.labels, s.task
     valid_docs = s.store.docs("valid")
-    chosen, why = best_epoch(history, len(valid_docs), cfg.best_margin)
+    chosen, why = best_epoch(history, len(valid_docs), cfg.best_margin, task.kind)
     if chosen != best["epoch"]:
         best.update(epoch=chosen, state=last_state)
     if why:
         log(why)
-    valid_y = np.array([labels.index(y) for y in s.store.labels("valid")], dtype=np.int64)
+    valid_y = task.truth(s.store.labels("valid"), "valid")
     states = {"model-best": best["state"], "model-last": last_state}
-    scored = {name: valid_report(model, state, valid_docs, valid_y, labels, cfg, vocab, s.device)
+    scored = {name: valid_report(model, state, valid_docs, valid_y, task, cfg, vocab, s.device)
               for name, state in states.items()}
     ngram, ngram_meta = _fit_ngram(s, valid_y, {name: sc[2] for name, sc in scored.items()}, log)
     data_meta = {"source": s.corpus.name, "fingerprint": s.corpus.fingerprint, "documents": s.counts}
@@ -209,60 +238,82 @@ def _choose_and_save(s: _Setup, model, lm, out: Path, history, best, last_state,
     shared = str(lm).startswith(("http://", "https://"))
     lm_meta = None if s.bundle is None else {"path": str(lm) if shared else portable(s.bundle.path),
                                              "data": s.bundle.meta.get("data")}
-    config = bundle_config(cfg, s.arch, vocab, s.store.tokenizer, labels)
+    config = bundle_config(cfg, s.arch, vocab, s.store.tokenizer, labels, task)
     reports: dict[str, dict] = {}
     with staged_entries(out) as tmp:
         for name, state in states.items():
-            report, calibration, _ = scored[name]
-            if name in ngram_meta:  # meta["valid"] is what predict outputs; each part alone in meta["ngram"]
-                ngram_meta[name]["neural_valid"] = report
-                report = ngram_meta[name]["ensemble_valid"]
+            report, calibration, neural = scored[name]
+            part = ngram_meta.get(name)  # meta["valid"] is what predict outputs; each part alone in meta["ngram"]
+            p_ngram = part.pop("_outputs") if part else None
+            outputs = neural if part is None else mix(neural, p_ngram, part["weight"])
+            thresholds = neural_thresholds = None
+            if task.kind == "multi-label":  # each output scored with thresholds tuned on it, as predict uses them
+                thresholds = task.tune_thresholds(valid_y, outputs)
+                neural_thresholds = task.tune_thresholds(valid_y, neural)
+                report = task.report(valid_y, neural, neural_thresholds)
+                if part:
+                    part["thresholds"] = task.tune_thresholds(valid_y, p_ngram)
+                    part["valid"] = task.report(valid_y, p_ngram, part["thresholds"])
+                    part["ensemble_valid"] = task.report(valid_y, outputs, thresholds)
+            if part:
+                part["neural_valid"] = report
+                report = part["ensemble_valid"]
             reports[name] = report
-            meta = {"stage": "classifier", "labels": labels, "direction": direction_name(cfg.backwards),
+            meta = {"stage": "classifier", "labels": labels, "task": task.kind,
+                    "direction": direction_name(cfg.backwards),
                     "metrics": history, "best_epoch": best["epoch"],
                     "epoch": best["epoch"] if name == "model-best" else len(history),
-                    "valid": report, "calibration": calibration, "data": data_meta, "lm": lm_meta,
-                    "from_scratch": cfg.from_scratch, "interrupted": interrupted, "ngram": ngram_meta.get(name),
-                    "seconds": round(time.time() - t0, 1)}
+                    "valid": report, "calibration": calibration, "thresholds": thresholds,
+                    "neural_thresholds": neural_thresholds, "data": data_meta,
+                    "lm": lm_meta, "from_scratch": cfg.from_scratch, "interrupted": interrupted,
+                    "ngram": ngram_meta.get(name), "seconds": round(time.time() - t0, 1)}
+            figures = report_figures(task, report, valid_y, outputs, "valid")
             save_classifier(tmp / name, config=config, meta=meta, vocab=vocab, tokenizer=s.store.tokenizer,
-                            state=state)
+                            state=state, figures=figures)
             if ngram is not None:
                 ngram.save(tmp / name)
     seconds = time.time() - t0
     result = TrainResult(out=out, best=out / "model-best", last=out / "model-last", labels=labels,
                          metrics=history, best_epoch=best["epoch"], valid=reports["model-best"], config=cfg,
-                         seconds=seconds, interrupted=interrupted, ngram=ngram_meta.get("model-best"))
+                         seconds=seconds, interrupted=interrupted, ngram=ngram_meta.get("model-best"), task=task)
     # Re-scored as `predict` and `evaluate` will score it (each document read without the padding its training
     # batch had), so it can differ from the epoch line above by a document or so.
-    log(f"model-best (epoch {best['epoch']}): valid accuracy {result.accuracy:.4f}, macro-F1 "
-        f"{result.valid['macro_f1']:.4f} as predict scores it; saved to {out}/model-best and {out}/model-last "
-        f"({seconds:.0f}s)")
-    log_calibration(scored["model-best"][1], cfg.calibrate, log)
+    log(f"model-best (epoch {best['epoch']}): valid {describe_report(result.valid)} as predict scores it; saved "
+        f"to {out}/model-best and {out}/model-last ({seconds:.0f}s)")
+    if scored["model-best"][1] is not None:
+        log_calibration(scored["model-best"][1], cfg.calibrate, log)
     if result.ngram:
         e = result.ngram
+        key, name = headline(e["valid"])
         log(f"predict outputs (1-w) x neural + w x n-gram, w {e['weight']:g}"
             + f" ({e['how']})"
-            + f"; valid accuracy of the neural model alone {e['neural_valid']['accuracy']:.4f}, "
-            f"of the n-gram model alone {e['valid']['accuracy']:.4f}")
+            + f"; valid {name} of the neural model alone {e['neural_valid'][key]:.4f}, "
+            f"of the n-gram model alone {e['valid'][key]:.4f}")
     return result
 
 
 def _fit_ngram(s: _Setup, valid_y: np.ndarray, p_neural: dict[str, np.ndarray], log):
     """The n-gram baseline on the same training split, scored on the valid split alone and in the ensemble with
-    each bundle's neural probabilities. Returns (model or None, {bundle name: meta["ngram"]})."""
-    cfg, corpus = s.cfg, s.corpus
+    each bundle's neural outputs. Returns (model or None, {bundle name: meta["ngram"]}); each meta also holds, for
+    the caller to pop, "_outputs": the n-gram model's valid outputs."""
+    cfg, corpus, task = s.cfg, s.corpus, s.task
     if not cfg.ngram:
         return None, {}
     train = [(t, y) for t, y, sp in zip(corpus.texts, corpus.labels, corpus.splits) if sp == "train"]
-    valid = [(t, y) for t, y, sp in zip(corpus.texts, corpus.labels, corpus.splits) if sp == "valid"]
-    assert [s.labels.index(y) for _, y in valid] == valid_y.tolist(), "valid rows out of the store's order"
+    valid = [t for t, sp in zip(corpus.texts, corpus.splits) if sp == "valid"]
     t0 = time.time()
-    model = fit_ngram([t for t, _ in train], [y for _, y in train], s.labels, cfg.seed)
-    p_ngram = model.predict_proba([t for t, _ in valid])
-    fitted = {"kind": "tfidf-logreg", "c": model.c, "cv_accuracy": model.cv_accuracy, "features": len(model.vocab)}
-    metas = {name: {**fitted, **ngram_ensemble(valid_y, p, p_ngram, s.labels, cfg.ngram_weight)}
+    model = fit_ngram([t for t, _ in train], [y for _, y in train], s.labels, cfg.seed, task)
+    p_ngram = model.predict_proba(valid)
+    fitted = {"kind": {"single-label": "tfidf-logreg", "multi-label": "tfidf-logreg-per-label",
+                       "regression": "tfidf-ridge"}[task.kind],
+              "c": model.c, "cv_accuracy": model.cv_accuracy, "cv_metric": model.cv_metric,
+              "features": len(model.vocab)}
+    metas = {name: {**fitted, **ngram_ensemble(valid_y, p, p_ngram, task, cfg.ngram_weight), "_outputs": p_ngram}
              for name, p in p_neural.items()}
-    log(f"n-gram baseline (TF-IDF + logistic regression, C {model.c:g} by cross-validation, "
-        f"{len(model.vocab):,} features, {time.time() - t0:.0f}s): valid accuracy "
-        f"{metas['model-best']['valid']['accuracy']:.4f}")
+    key, what = headline(metas["model-best"]["valid"])
+    how = {"single-label": "TF-IDF + logistic regression", "multi-label": "TF-IDF + a logistic regression per label",
+           "regression": "TF-IDF + ridge regression"}[task.kind]
+    log(f"n-gram baseline ({how}, {'alpha' if task.kind == 'regression' else 'C'} {model.c:g} by "
+        f"cross-validation, {len(model.vocab):,} features, {time.time() - t0:.0f}s): valid {what} "
+        f"{metas['model-best']['valid'][key]:.4f}")
     return model, metas

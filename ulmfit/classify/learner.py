@@ -7,10 +7,11 @@ import time
 from collections.abc import Callable
 
 import fastai.callback.schedule  # noqa: F401  (adds Learner.fit_one_cycle)
+import numpy as np
 import torch
 from fastai.callback.core import Callback
 from fastai.callback.progress import ProgressCallback
-from fastai.losses import CrossEntropyLossFlat
+from fastai.losses import BaseLoss, BCEWithLogitsLossFlat, CrossEntropyLossFlat, MSELossFlat
 from fastai.metrics import AccumMetric, accuracy
 from fastai.text.learner import TextLearner
 from fastai.text.models.awdlstm import awd_lstm_clas_split
@@ -19,18 +20,56 @@ from fastcore.basics import noop
 from ulmfit._io import progress
 from ulmfit._memory import trim_callback
 from ulmfit.classify.config import ClassifierConfig
-from ulmfit.classify.metrics import macro_f1
+from ulmfit.classify.metrics import macro_f1, multilabel_report, regression_report
+from ulmfit.classify.task import Task
+from ulmfit.errors import UlmfitError
 
 
-def make_learner(dls, model, cfg: ClassifierConfig, labels: list[str], weights: list[float] | None):
-    weight = None if weights is None else torch.tensor(weights, dtype=torch.float32, device=dls.device)
-    loss = CrossEntropyLossFlat(weight=weight, label_smoothing=cfg.label_smoothing)
-    f1 = AccumMetric(macro_f1, dim_argmax=-1, to_np=True, invert_arg=True, n_class=len(labels), name="macro_f1")
-    learn = TextLearner(dls, model, loss_func=loss, metrics=[accuracy, f1], splitter=awd_lstm_clas_split,
-                        alpha=cfg.alpha, beta=cfg.beta, moms=tuple(cfg.moms), wd=cfg.wd, cbs=[trim_callback()])
+def make_learner(dls, model, cfg: ClassifierConfig, task: Task, weights: list[float] | None):
+    learn = TextLearner(dls, model, loss_func=_loss(cfg, task, weights, dls.device), metrics=_metrics(task),
+                        splitter=awd_lstm_clas_split, alpha=cfg.alpha, beta=cfg.beta, moms=tuple(cfg.moms),
+                        wd=cfg.wd, cbs=[trim_callback()])
     learn.remove_cbs(ProgressCallback)  # our own bars and one line per epoch instead of fastprogress' tables
     learn.logger = noop
     return learn
+
+
+def _loss(cfg: ClassifierConfig, task: Task, weights: list[float] | None, device):
+    """Cross-entropy (class weights, label smoothing), binary cross-entropy per label (positive weights), or MSE /
+    Huber on the standardised target."""
+    weight = None if weights is None else torch.tensor(weights, dtype=torch.float32, device=device)
+    if cfg.label_smoothing and task.kind != "single-label":
+        raise UlmfitError(f"label_smoothing applies to single-label classifiers, not to {task.kind}",
+                          hint="drop --label-smoothing")
+    if task.kind == "single-label":
+        return CrossEntropyLossFlat(weight=weight, label_smoothing=cfg.label_smoothing)
+    if task.kind == "multi-label":
+        return BCEWithLogitsLossFlat(pos_weight=weight)
+    if cfg.regression_loss == "huber":
+        return BaseLoss(torch.nn.HuberLoss, floatify=True)
+    return MSELossFlat()
+
+
+def _metrics(task: Task) -> list:
+    """What each epoch line shows besides the losses (the valid split, before any threshold is tuned)."""
+    if task.kind == "single-label":
+        return [accuracy, AccumMetric(macro_f1, dim_argmax=-1, to_np=True, invert_arg=True, n_class=len(task.labels),
+                                      name="macro_f1")]
+    if task.kind == "multi-label":
+        def f1(average):
+            def score(y, pred):
+                return multilabel_report(y, pred, task.labels, [0.5] * len(task.labels))[f"{average}_f1"]
+            return AccumMetric(score, activation="sigmoid", flatten=False, to_np=True, invert_arg=True,
+                               name=f"{average}_f1")
+        return [f1("micro"), f1("macro")]
+
+    def mae(y, pred):  # in the target's own units
+        return float(np.abs(pred - y).mean()) * task.std
+
+    def pearson(y, pred):
+        return regression_report(y, pred)["pearson"]
+    return [AccumMetric(mae, to_np=True, invert_arg=True, name="mae"),
+            AccumMetric(pearson, to_np=True, invert_arg=True, name="pearson")]
 
 
 def epoch_callback(stage_of: Callable[[], int], on_epoch: Callable[[dict], None]) -> Callback:
@@ -65,7 +104,5 @@ class _EpochLog(Callback):
 
     def after_epoch(self):
         names = list(self.recorder.metric_names[1:-1])  # epoch ... time
-        values = dict(zip(names, self.recorder.log[1:len(names) + 1]))
-        self.on_epoch({"stage": self.stage_of(), "train_loss": float(values["train_loss"]),
-                       "valid_loss": float(values["valid_loss"]), "accuracy": float(values["accuracy"]),
-                       "macro_f1": float(values["macro_f1"]), "seconds": round(time.time() - self._t0, 2)})
+        values = {n: float(v) for n, v in zip(names, self.recorder.log[1:len(names) + 1])}
+        self.on_epoch({"stage": self.stage_of(), **values, "seconds": round(time.time() - self._t0, 2)})

@@ -158,8 +158,10 @@ def pad_batch(docs: list[np.ndarray], pad_idx: int, seq_len: int) -> np.ndarray:
 
 
 def predict_ids(model, docs: list[np.ndarray], *, bs: int, pad_idx: int, seq_len: int, backwards: bool = False,
-                bos_idx: int | None = None, progress_desc: str | None = None, device=None) -> np.ndarray:
+                bos_idx: int | None = None, progress_desc: str | None = None, device=None,
+                activation: str = "softmax") -> np.ndarray:
     """Class probabilities (n_docs, n_class) float32 for numericalized documents, in the order given.
+    `activation` "sigmoid" gives one probability per label (multi-label), "none" the raw outputs (regression).
 
     Documents are sorted longest first and batched (little padding, and SentenceEncoder needs that order);
     results are scattered back to the caller's order. `model` should be in eval mode (see inference_model).
@@ -187,9 +189,19 @@ def predict_ids(model, docs: list[np.ndarray], *, bs: int, pad_idx: int, seq_len
             if device is not None:
                 x = x.to(device)
             logits = model(x)[0]  # (bs, n_class)
-            p = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+            p = _activate(logits.float(), activation).cpu().numpy()
             if out is None:
                 out = np.empty((n, p.shape[1]), dtype=np.float32)
             out[idx] = p
     assert out is not None
     return out
+
+
+def _activate(logits, activation: str):
+    import torch
+
+    if activation == "softmax":
+        return torch.softmax(logits, dim=-1)
+    if activation == "sigmoid":
+        return torch.sigmoid(logits)
+    return logits

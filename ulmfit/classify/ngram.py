@@ -18,6 +18,7 @@ import math
 import re
 import unicodedata
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from ulmfit._io import read_json, write_json
+from ulmfit.classify.task import Task
 from ulmfit.errors import UlmfitError
 
 JSON_FILE, ARRAYS_FILE = "ngram.json", "ngram.safetensors"
@@ -42,15 +44,22 @@ class NgramModel:
     idf: np.ndarray           # (V,)
     coef: np.ndarray          # (K, V), or (1, V) for two classes (the second class's logit)
     intercept: np.ndarray     # (K,) or (1,)
-    c: float                  # the chosen inverse regularisation strength
-    cv_accuracy: float        # its mean cross-validated accuracy on the training labels
+    c: float                  # the chosen inverse regularisation strength (ridge regression: its alpha)
+    cv_accuracy: float        # its mean cross-validated score on the training labels (`cv_metric`)
+    link: str = "softmax"     # softmax (one label) | sigmoid (a logistic regression per label) | identity (ridge)
+    cv_metric: str = "accuracy"  # accuracy | bce (multi-label) | mse (regression)
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
-        """(n, K) class probabilities, linear in the texts' total length."""
+        """(n, K) class probabilities (per-label ones for multi-label; (n, 1) values for a regression), linear in
+        the texts' total length."""
         scores = np.empty((len(texts), self.coef.shape[0]), dtype=np.float64)
         for i, text in enumerate(texts):
             x_idx, x_val = self._features(text)
             scores[i] = self.coef[:, x_idx] @ x_val + self.intercept
+        if self.link == "identity":
+            return scores
+        if self.link == "sigmoid":
+            return 1.0 / (1.0 + np.exp(-scores))
         if self.coef.shape[0] == 1:  # binary logistic regression: sigmoid of the second class's logit
             p1 = 1.0 / (1.0 + np.exp(-scores[:, 0]))
             return np.stack([1.0 - p1, p1], axis=1)
@@ -75,8 +84,10 @@ class NgramModel:
         vocab = [""] * len(self.vocab)
         for g, j in self.vocab.items():
             vocab[j] = g
-        write_json(folder / JSON_FILE, {"kind": "tfidf-logreg", "settings": SETTINGS, "classes": self.classes,
-                                        "c": self.c, "cv_accuracy": self.cv_accuracy, "vocab": vocab})
+        kind = {"softmax": "tfidf-logreg", "sigmoid": "tfidf-logreg-per-label", "identity": "tfidf-ridge"}[self.link]
+        write_json(folder / JSON_FILE, {"kind": kind, "settings": SETTINGS, "classes": self.classes, "link": self.link,
+                                        "c": self.c, "cv_accuracy": self.cv_accuracy, "cv_metric": self.cv_metric,
+                                        "vocab": vocab})
         # C order: safetensors writes the raw buffer, and scikit-learn's coef_ can be Fortran-ordered
         arrays = {"idf": self.idf, "coef": self.coef, "intercept": self.intercept}
         save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(folder / ARRAYS_FILE))
@@ -95,7 +106,8 @@ class NgramModel:
         arrays = load_file(str(arrays_path))
         return cls(classes=meta["classes"], vocab={g: j for j, g in enumerate(meta["vocab"])},
                    idf=arrays["idf"].astype(np.float64), coef=arrays["coef"].astype(np.float64),
-                   intercept=arrays["intercept"].astype(np.float64), c=meta["c"], cv_accuracy=meta["cv_accuracy"])
+                   intercept=arrays["intercept"].astype(np.float64), c=meta["c"], cv_accuracy=meta["cv_accuracy"],
+                   link=meta.get("link", "softmax"), cv_metric=meta.get("cv_metric", "accuracy"))
 
 
 def _analyze(text: str) -> list[str]:
@@ -107,8 +119,10 @@ def _analyze(text: str) -> list[str]:
     return tokens + [f"{a} {b}" for a, b in zip(tokens, tokens[1:])]
 
 
-def fit_ngram(texts: list[str], labels: list[str], classes: list[str], seed: int) -> NgramModel:
-    """TF-IDF + logistic regression on the training texts; C by stratified k-fold cross-validation on them."""
+def fit_ngram(texts: list[str], labels: list, classes: list[str], seed: int, task: Task | None = None) -> NgramModel:
+    """TF-IDF + logistic regression on the training texts; C by stratified k-fold cross-validation on them.
+    With a multi-label `task` (labels: the label cells), one logistic regression per label; with a regression
+    task, ridge regression on the target (`_fit_per_label`, `_fit_ridge`)."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import GridSearchCV, StratifiedKFold
@@ -120,6 +134,14 @@ def fit_ngram(texts: list[str], labels: list[str], classes: list[str], seed: int
         kw.update(min_df=1, max_df=1.0)
     vec = TfidfVectorizer(**kw, dtype=np.float64)
     x = vec.fit_transform(texts)
+    vocab = {g: int(j) for g, j in vec.vocabulary_.items()}
+    if task is not None and task.kind != "single-label":
+        fit = _fit_per_label if task.kind == "multi-label" else _fit_ridge
+        coef, intercept, c, score, metric, link = fit(x, task.truth(labels, "train"), seed)
+        return NgramModel(classes=list(classes), vocab=vocab, idf=vec.idf_.astype(np.float64),
+                          coef=np.ascontiguousarray(coef, dtype=np.float64),
+                          intercept=np.asarray(intercept, dtype=np.float64).reshape(-1), c=c, cv_accuracy=score,
+                          link=link, cv_metric=metric)
     y = np.array([classes.index(lab) for lab in labels])
     folds = min(5, int(np.bincount(y, minlength=len(classes)).min()))
     if folds >= 2:
@@ -131,25 +153,81 @@ def fit_ngram(texts: list[str], labels: list[str], classes: list[str], seed: int
     coef, intercept = model.coef_, model.intercept_
     if len(model.classes_) < len(classes):  # a class absent from training never gets probability mass
         raise UlmfitError("the n-gram model saw fewer classes than the classifier")
-    vocab = {g: int(j) for g, j in vec.vocabulary_.items()}
     return NgramModel(classes=list(classes), vocab=vocab, idf=vec.idf_.astype(np.float64),
                       coef=np.ascontiguousarray(coef, dtype=np.float64), intercept=np.asarray(intercept, dtype=np.float64),
                       c=c, cv_accuracy=cv_acc)
 
 
+C_GRID_PER_LABEL = (1.0, 3.0, 10.0)  # fewer than C_GRID: each C costs one fit per label per fold
+ALPHA_GRID = (0.3, 1.0, 3.0, 10.0)  # ridge penalties tried by cross-validation
+
+
+def _fit_per_label(x, y: np.ndarray, seed: int):
+    """One logistic regression per label (one C for all, the lowest 3-fold cross-validated binary log-loss)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import KFold
+
+    def fit(xs, ys, c):
+        coef, icpt = np.zeros((ys.shape[1], xs.shape[1])), np.zeros(ys.shape[1])
+        for j in range(ys.shape[1]):
+            if ys[:, j].min() == ys[:, j].max():  # a label always (or never) on in these rows: a constant
+                icpt[j] = 9.0 if ys[0, j] else -9.0
+                continue
+            m = LogisticRegression(C=c, solver="liblinear", max_iter=1000).fit(xs, ys[:, j])
+            coef[j], icpt[j] = m.coef_[0], m.intercept_[0]
+        return coef, icpt
+
+    def bce(p, ys):
+        p = np.clip(p, 1e-7, 1 - 1e-7)
+        return float(-(ys * np.log(p) + (1 - ys) * np.log(1 - p)).mean())
+
+    folds = list(KFold(n_splits=3, shuffle=True, random_state=seed).split(np.arange(len(y)))) if len(y) >= 30 else []
+    scores = {}
+    for c in C_GRID_PER_LABEL if folds else (1.0,):
+        losses = []
+        for tr, te in folds:
+            coef, icpt = fit(x[tr], y[tr], c)
+            losses.append(bce(1 / (1 + np.exp(-(x[te] @ coef.T + icpt))), y[te]))
+        scores[c] = float(np.mean(losses)) if losses else float("nan")
+    c = min(scores, key=lambda k: (scores[k], k)) if folds else 1.0
+    coef, icpt = fit(x, y, c)
+    return coef, icpt, c, scores[c], "bce", "sigmoid"
+
+
+def _fit_ridge(x, y: np.ndarray, seed: int):
+    """Ridge regression, alpha by 5-fold cross-validated mean squared error."""
+    from sklearn.linear_model import Ridge
+    from sklearn.model_selection import GridSearchCV, KFold
+
+    folds = min(5, len(y) // 2)
+    if folds >= 2:
+        grid = GridSearchCV(Ridge(), {"alpha": list(ALPHA_GRID)}, scoring="neg_mean_squared_error", n_jobs=1,
+                            cv=KFold(n_splits=folds, shuffle=True, random_state=seed)).fit(x, y)
+        model, alpha, mse = grid.best_estimator_, float(grid.best_params_["alpha"]), float(-grid.best_score_)
+    else:
+        model, alpha, mse = Ridge(alpha=1.0).fit(x, y), 1.0, float("nan")
+    return model.coef_.reshape(1, -1), np.atleast_1d(model.intercept_), alpha, mse, "mse", "identity"
+
+
 WEIGHTS = tuple(round(0.1 * i, 1) for i in range(11))  # n-gram weights tried on the validation split
 
 
-def choose_weight(y: np.ndarray, p_neural: np.ndarray, p_ngram: np.ndarray) -> tuple[float, dict[str, Any]]:
-    """The n-gram model's weight w in (1-w)·neural + w·n-gram with the lowest validation log-loss (0 and 1
-    included). Log-loss, not accuracy: on a small validation split accuracy moves by whole documents and ties
-    often, while log-loss ranks every weight. Returns (w, {w: {"nll", "accuracy"}} for the log)."""
+def choose_weight(y: np.ndarray, p_neural: np.ndarray, p_ngram: np.ndarray,
+                  loss: Callable[[np.ndarray, np.ndarray], float] | None = None) -> tuple[float, dict[str, Any]]:
+    """The n-gram model's weight w in (1-w)·neural + w·n-gram with the lowest validation loss (0 and 1 included):
+    `loss(y, outputs)`, by default the log-loss of class ids `y`. Log-loss, not accuracy: on a small validation
+    split accuracy moves by whole documents and ties often, while log-loss ranks every weight. Returns
+    (w, {w: {"nll", "accuracy"} (or {"loss"} with `loss`)} for the log)."""
     table = {}
     for w in WEIGHTS:
         p = (1 - w) * p_neural + w * p_ngram
+        if loss is not None:
+            table[w] = {"loss": round(loss(y, p), 6)}
+            continue
         nll = float(-np.log(np.clip(p[np.arange(len(y)), y], 1e-12, 1)).mean())
         table[w] = {"nll": round(nll, 5), "accuracy": round(float((p.argmax(1) == y).mean()), 5)}
-    best = min(WEIGHTS, key=lambda w: (table[w]["nll"], w))
+    key = "nll" if loss is None else "loss"
+    best = min(WEIGHTS, key=lambda w: (table[w][key], w))
     return best, table
 
 

@@ -4,8 +4,10 @@ Input (format from the extension, or `in_fmt`): CSV / TSV (header row), JSONL (o
 text (one document per line); "-" reads stdin (plain lines unless `in_fmt` says otherwise). Tables need
 `text_col`, or a column named text / review / sentence.
 
-Output (format from the extension, or `out_fmt`): CSV with `label` and one `prob_<label>` column per class, or
-JSONL with {"label", "probs": {label: p}} (what `Classifier.predict` returns). "-" writes JSONL to stdout.
+Output (format from the extension, or `out_fmt`), by the models' task shape: CSV with `label` and one
+`prob_<label>` column per class (single-label), `labels` (the predicted set, joined by the label delimiter) and
+one `prob_<label>` column per label (multi-label), or `value` (regression); or JSONL with what
+`Classifier.predict` returns: {"label", "probs"}, {"labels", "probs"} or {"value"}. "-" writes JSONL to stdout.
 
 The input is read in chunks (`chunk_size` rows); each chunk is tokenized, sorted by length and batched inside
 the model call, and its results written back in the chunk's original order, so a file of any size streams
@@ -89,20 +91,20 @@ def clipped_message(n: int, max_chars: int, how: str = "--max-chars 0") -> str:
 
 
 def is_prediction_file(path: Path) -> bool:
-    """Whether `path` holds what `predict` writes: a CSV whose header starts with label,prob_ or JSON lines whose
-    first line is an object with "label" and "probs"."""
+    """Whether `path` holds what `predict` writes: a CSV whose header starts with label,prob_ / labels,prob_ or is
+    value, or JSON lines whose first line is an object with "label"/"labels" and "probs", or "value"."""
     try:
         with open(path, "rb") as f:
             head = f.readline(1 << 20)
     except OSError:
         return False
-    if head.startswith(b"label,prob_"):
+    if head.startswith((b"label,prob_", b"labels,prob_")) or head.rstrip(b"\r\n") == b"value":
         return True
     try:
         rec = json.loads(head)
     except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested too deep: not ours
         return False
-    return isinstance(rec, dict) and "label" in rec and "probs" in rec
+    return isinstance(rec, dict) and (("label" in rec or "labels" in rec) and "probs" in rec or set(rec) == {"value"})
 
 
 def _resolve_format(path: str, fmt: str | None, what: str, formats: tuple[str, ...], suffixes: dict[str, str],
@@ -191,24 +193,35 @@ def chunks(it: Iterator[str], size: int) -> Iterator[list[str]]:
 
 
 class _Writer:
-    """Formats prediction rows as CSV or JSONL."""
+    """Formats prediction rows as CSV or JSONL, by the models' task shape."""
 
-    def __init__(self, f: IO[str], fmt: str, labels: list[str]) -> None:
-        self.f, self.fmt, self.labels = f, fmt, labels
+    def __init__(self, f: IO[str], fmt: str, models: list) -> None:
+        self.f, self.fmt, self.models = f, fmt, models
+        self.labels, self.task = models[0].labels, models[0].task
         if fmt == "csv":
             self.csv = csv.writer(f, lineterminator="\n")
-            self.csv.writerow(["label"] + [f"prob_{lab}" for lab in labels])
+            head = {"single-label": ["label"], "multi-label": ["labels"], "regression": ["value"]}[self.task.kind]
+            probs = [] if self.task.kind == "regression" else [f"prob_{lab}" for lab in self.labels]
+            self.csv.writerow(head + probs)
 
-    def write(self, probs: np.ndarray) -> None:  # (rows, n_labels)
-        best = probs.argmax(axis=1)
+    def write(self, outputs: np.ndarray) -> None:  # (rows, n_labels), or (rows, 1) values
+        from ulmfit.classify.classifier import ensemble_records
+
+        records = ensemble_records(self.models, outputs)
         if self.fmt == "csv":
-            self.csv.writerows([self.labels[int(b)], *(f"{p:.6g}" for p in row)] for b, row in zip(best, probs))
-        else:
-            buf = io.StringIO()
-            for b, row in zip(best, probs):
-                rec = {"label": self.labels[int(b)], "probs": {lab: round(float(p), 6) for lab, p in zip(self.labels, row)}}
-                buf.write(json.dumps(rec, ensure_ascii=False) + "\n")
-            self.f.write(buf.getvalue())
+            if self.task.kind == "regression":
+                self.csv.writerows([f"{r['value']:.6g}"] for r in records)
+                return
+            first = (lambda r: r["label"]) if self.task.kind == "single-label" else \
+                (lambda r: self.task.delimiter.join(r["labels"]))
+            self.csv.writerows([first(r), *(f"{p:.6g}" for p in row)] for r, row in zip(records, outputs))
+            return
+        buf = io.StringIO()
+        for r in records:
+            if "probs" in r:
+                r["probs"] = {lab: round(p, 6) for lab, p in r["probs"].items()}
+            buf.write(json.dumps(r, ensure_ascii=False) + "\n")
+        self.f.write(buf.getvalue())
 
 
 @contextlib.contextmanager
@@ -271,9 +284,10 @@ def predict_file(models: list[str | Path], input: str | Path, output: str | Path
                  in_fmt: str | None = None, out_fmt: str | None = None, chunk_size: int = 10_000,
                  bs: int | None = None, device: str | None = None, quantize: bool = False,
                  max_chars: int = MAX_CHARS, overwrite: bool = False,
-                 ngram_weight: float | None = None) -> PredictResult:
-    """Predict a label and per-class probabilities for every row of `input`, written to `output` in input
-    order. Several models are ensembled (mean of probabilities); they must share their label set.
+                 ngram_weight: float | None = None, task: str | None = None) -> PredictResult:
+    """Predict a label and per-class probabilities (a label set, or a value, by the models' task shape) for every
+    row of `input`, written to `output` in input order. Several models are ensembled (mean of probabilities or
+    values); they must share their task shape and label set; `task`, when given, must be theirs.
 
     Documents longer than `max_chars` characters (0: no limit) are classified from their first `max_chars`, with
     a warning. An existing `output` that is not an earlier prediction file is refused unless `overwrite`; all of
@@ -290,7 +304,7 @@ def predict_file(models: list[str | Path], input: str | Path, output: str | Path
     name = "stdin" if input == "-" else Path(input).name
     if input != "-" and not Path(input).is_file():
         raise UlmfitError(f"no such input file: {input}", hint="check the path, or pass --input - for stdin")
-    clfs = load_models(list(models), device=device, quantize=quantize, ngram_weight=ngram_weight)
+    clfs = load_models(list(models), device=device, quantize=quantize, ngram_weight=ngram_weight, task=task)
     labels = clfs[0].labels
     t0 = time.time()
     rows = cut = replaced = 0
@@ -301,7 +315,7 @@ def predict_file(models: list[str | Path], input: str | Path, output: str | Path
         if first is None:
             raise UlmfitError(f"{name} has no texts to classify", hint="check the file, or --input-format")
         with _open_output(output) as out:
-            writer = _Writer(out, fout, labels)
+            writer = _Writer(out, fout, clfs)
             bar = progress(_chain(first, texts), desc=f"predict ({chunk_size:,} rows a chunk)", unit="chunk")
             for chunk in bar:
                 replaced += count_replaced(lines.bad, chunk)

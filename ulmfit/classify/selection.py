@@ -6,8 +6,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ulmfit.classify.metrics import classification_report, fit_temperature, temperature_scale
+from ulmfit.classify.metrics import fit_temperature, temperature_scale
 from ulmfit.classify.model import predict_ids
+from ulmfit.classify.task import Task
 
 # A temperature fitted on fewer valid documents follows their noise, so calibration is skipped below this.
 MIN_CALIBRATION_DOCS = 200
@@ -16,16 +17,20 @@ MIN_CALIBRATION_DOCS = 200
 MIN_WEIGHT_DOCS = 100
 
 
-def best_epoch(history: list[dict[str, Any]], n_valid: int, margin: float) -> tuple[int, str | None]:
+def best_epoch(history: list[dict[str, Any]], n_valid: int, margin: float,
+               kind: str = "single-label") -> tuple[int, str | None]:
     """The epoch model-best holds: the best by validation (accuracy, then loss), unless the last epoch is within
     `margin` standard errors of its accuracy; then the last. Returns (epoch, a log line when noise decided).
 
     With few labels the validation split is tiny and the best epoch is often an early one that won by a document
     or two; the last epoch has trained longest, so a lead within validation noise (or a tie in accuracy) goes to
-    it. `margin` 0 keeps the plain best epoch.
+    it. `margin` 0 keeps the plain best epoch. Multi-label and regression runs keep the epoch of the lowest valid
+    loss: their epoch metrics are measured before thresholds are tuned, the loss needs none.
     """
     if not history:
         return 0, None
+    if kind != "single-label":  # multi-label and regression: the lowest valid loss (thresholds come later)
+        return min(history, key=lambda m: (m["valid_loss"], -m["epoch"]))["epoch"], None
     best = max(history, key=lambda m: (m["accuracy"], -m["valid_loss"]))
     last = history[-1]
     if margin <= 0 or best is last:
@@ -40,39 +45,46 @@ def best_epoch(history: list[dict[str, Any]], n_valid: int, margin: float) -> tu
                            f"{n_valid} valid documents (--set best_margin=0 keeps the best epoch)")
 
 
-def valid_report(model, state, docs, y, labels, cfg, vocab, dev):
-    """(metrics, calibration, probabilities) of `state` on the valid split, with the same batch-independent
-    inference and the same temperature that `predict` uses."""
+def valid_report(model, state, docs, y, task: Task, cfg, vocab, dev):
+    """(metrics, calibration, outputs) of `state` on the valid split, with the same batch-independent inference
+    and the same temperature that `predict` uses. Calibration (a softmax temperature) is single-label only."""
     model.load_state_dict(state)
     model.eval()
-    probs = predict_ids(model, docs, bs=max(cfg.bs, 32), pad_idx=vocab.pad_id, seq_len=cfg.seq_len,
-                        backwards=cfg.backwards, bos_idx=vocab.bos_id, device=dev)
-    raw = classification_report(y, probs, labels)
-    t = fit_temperature(y, probs) if cfg.calibrate and len(y) >= MIN_CALIBRATION_DOCS else 1.0
+    raw = predict_ids(model, docs, bs=max(cfg.bs, 32), pad_idx=vocab.pad_id, seq_len=cfg.seq_len,
+                      backwards=cfg.backwards, bos_idx=vocab.bos_id, device=dev, activation=task.activation)
+    out = task.outputs(raw)
+    if task.kind != "single-label":
+        return task.report(y, out), None, out
+    plain = task.report(y, out)
+    t = fit_temperature(y, out) if cfg.calibrate and len(y) >= MIN_CALIBRATION_DOCS else 1.0
     if t != 1.0:
-        probs = temperature_scale(probs, t)
-    report = raw if t == 1.0 else classification_report(y, probs, labels)
-    calibration = {"temperature": t, "valid_docs": int(len(y)), "nll_before": raw["nll"], "nll": report["nll"],
-                   "ece_before": raw["ece"], "ece": report["ece"]}
-    return report, calibration, probs
+        out = temperature_scale(out, t)
+    report = plain if t == 1.0 else task.report(y, out)
+    calibration = {"temperature": t, "valid_docs": int(len(y)), "nll_before": plain["nll"], "nll": report["nll"],
+                   "ece_before": plain["ece"], "ece": report["ece"]}
+    return report, calibration, out
 
 
-def ngram_ensemble(y, p_neural, p_ngram, labels, weight: float | None) -> dict[str, Any]:
+def ngram_ensemble(y, p_neural, p_ngram, task: Task, weight: float | None,
+                   thresholds: list[float] | None = None) -> dict[str, Any]:
     """meta.json["ngram"]: the n-gram model alone and in the ensemble on the valid split, and the weight used:
-    `weight` when given; else the one with the lowest valid log-loss, or the plain mean (0.5) when the valid split
-    is too small to choose between weights (`MIN_WEIGHT_DOCS`)."""
+    `weight` when given; else the one with the lowest valid loss (log-loss; mean squared error for regression),
+    or the plain mean (0.5) when the valid split is too small to choose between weights (`MIN_WEIGHT_DOCS`).
+    `task` may be a list of labels (single-label)."""
     from ulmfit.classify.ngram import choose_weight, mix
 
-    chosen, table = choose_weight(y, p_neural, p_ngram)
+    if not isinstance(task, Task):
+        task = Task(kind="single-label", labels=list(task))
+    chosen, table = choose_weight(y, p_neural, p_ngram, loss=None if task.kind == "single-label" else task.loss_of)
     if weight is not None:
         w, how = weight, "ngram_weight"
     elif len(y) < MIN_WEIGHT_DOCS:
         w, how = 0.5, f"the plain mean: {len(y)} valid documents are too few to choose a weight"
     else:
-        w, how = chosen, "the lowest valid log-loss"
-    return {"weight": w, "chosen_on_valid": how == "the lowest valid log-loss", "how": how, "weights_tried": table,
-            "valid": classification_report(y, p_ngram, labels),
-            "ensemble_valid": classification_report(y, mix(p_neural, p_ngram, w), labels)}
+        w, how = chosen, "the lowest valid log-loss" if task.kind != "regression" else "the lowest valid MSE"
+    return {"weight": w, "chosen_on_valid": how.startswith("the lowest"), "how": how, "weights_tried": table,
+            "valid": task.report(y, p_ngram, thresholds),
+            "ensemble_valid": task.report(y, mix(p_neural, p_ngram, w), thresholds)}
 
 
 def log_calibration(cal: dict[str, Any], calibrate: bool, log) -> None:

@@ -97,7 +97,10 @@ def self_train(src: str | Path | Corpus, *, lm: str | Path, out: str | Path, con
     corpus = src if isinstance(src, Corpus) else load_corpus(src, text_col=text_col, label_col=label_col,
                                                              seed=cfg.seed)
     pool = unlabeled_pool(corpus, unlabeled, text_col=text_col)  # before any training: a bad pool fails fast
-    labelled, _ = prepare_corpus(corpus, cfg, text_col=None, label_col=None)
+    labelled, task, _ = prepare_corpus(corpus, cfg, text_col=None, label_col=None)
+    if task.kind != "single-label":  # pseudo-labels are the teacher's surest class: one label per text
+        raise UlmfitError(f"self-training works with single-label classifiers, not {task.kind}",
+                          hint="drop --self-train")
     plain = dataclasses.replace(cfg, self_train=0, max_train=None)  # labelled is already the --max-train sample
     # OUT is already checked and locked by train_classifier; both classifiers train in a staging folder inside it
     with staged_entries(out) as stage:

@@ -12,6 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from ulmfit import distributed
 from ulmfit.lm.config import explicit_keys, resolve_config
 
 # ---- every training command ------------------------------------------------------------------------------
@@ -42,7 +43,17 @@ Set = Annotated[Optional[list[str]], typer.Option(
 # ---- every command that reads a corpus or runs a model ----------------------------------------------------
 
 TextCol = Annotated[Optional[str], typer.Option("--text-col", help="Text column(s) of a CSV/TSV/JSONL/parquet source; several joined by commas.")]
-LabelCol = Annotated[Optional[str], typer.Option("--label-col", help="Label column of a CSV/TSV/JSONL/parquet source.")]
+LabelCol = Annotated[Optional[str], typer.Option("--label-col", help="Label column of a CSV/TSV/JSONL/parquet source "
+                                                  "(several 0/1 columns joined by commas make a multi-label task; "
+                                                  "a table without a header names its columns 1, 2, ...).")]
+# classify sets the task shape; predict and evaluate only check that the models have it.
+TASK_HELP = ("single-label (one class per text), multi-label (a set of labels per text: a label cell holds them "
+             "separated by commas, or --label-col names several 0/1 columns) or regression (a number per text)")
+Task = Annotated[Optional[str], typer.Option("--task", help=f"The task shape: {TASK_HELP}. Default: from the "
+                                             "training labels, printed before training (numbers with fractions: "
+                                             "regression; cells holding the label delimiter: multi-label).")]
+ExpectTask = Annotated[Optional[str], typer.Option("--task", help=f"Refuse models that are not this shape: "
+                                                   f"{TASK_HELP}. Default: any, as long as all models share it.")]
 Device = Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:N or mps; default: a GPU if present, else CPU.")]
 # evaluate and predict: a batch size for inference only (no preset, no min_steps there).
 InferBs = Annotated[Optional[int], typer.Option("--bs", help="Documents per batch when predicting (default: the "
@@ -81,8 +92,9 @@ def train_lm(stage: str, src: str, out: Path, *, pretrained: str | None = None, 
     else:  # the user's own keys are checked against the pretrained model's architecture and tokenizer
         result = finetune(src, pretrained, out, cfg, explicit=explicit_keys(config, set_, overrides), **common)
     best = result.metrics[result.best_epoch - 1] if result.best_epoch else {}
-    typer.echo(f"{result.best}\tvalid_loss {best.get('valid_loss', float('nan')):.4f}\t"
-               f"accuracy {best.get('accuracy') or 0:.4f}\tperplexity {best.get('perplexity') or 0:.2f}")
+    if distributed.is_main():  # under torchrun every rank returns the result; one prints it
+        typer.echo(f"{result.best}\tvalid_loss {best.get('valid_loss', float('nan')):.4f}\t"
+                   f"accuracy {best.get('accuracy') or 0:.4f}\tperplexity {best.get('perplexity') or 0:.2f}")
 
 
 # ---- options of the commands that use a trained classifier (predict, evaluate) -------------------------------

@@ -7,8 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 
+from ulmfit import distributed
 from ulmfit.classify.config import resolve_config
-from ulmfit.cli._common import Bs, Config, Device, Epochs, LabelCol, Out, Overwrite, Preset, Seed, Set, TextCol
+from ulmfit.cli._common import Bs, Config, Device, Epochs, LabelCol, Out, Overwrite, Preset, Seed, Set, Task, TextCol
 from ulmfit.errors import UlmfitError
 
 Lm = Annotated[Optional[str], typer.Option(
@@ -57,6 +58,10 @@ def register(app: typer.Typer) -> None:
         "The schedule is printed before training. paper: the fastai course's on IMDb, the head alone, then one "
         "more layer group per stage, then all layers (--set schedule=gradual). small: every layer from the start "
         "for 5 epochs (--set schedule=all-at-once). "
+        "Task shapes (--task, chosen from the labels when not given and printed): single-label, multi-label "
+        "(sigmoid outputs, binary cross-entropy, a decision threshold per label tuned on the validation split) "
+        "and regression (a standardised target, MSE or Huber loss; --set bins=0.2,0.4,0.6,0.8 also reports the "
+        "binned accuracy). "
         "--config FILE may give any list of stages. --epochs N keeps one epoch per unfreezing stage and gives "
         "the rest to the last one. With few training "
         "documents (fewer than min_steps optimizer steps in the whole schedule; 130 in the small and paper "
@@ -81,6 +86,7 @@ def register(app: typer.Typer) -> None:
         seed: Seed = None,
         text_col: TextCol = None,
         label_col: LabelCol = None,
+        task: Task = None,
         from_scratch: FromScratch = False,
         backwards: Backwards = False,
         label_smoothing: LabelSmoothing = None,
@@ -91,7 +97,7 @@ def register(app: typer.Typer) -> None:
         unlabeled: Unlabeled = None,
         device: Device = None,
     ) -> None:
-        overrides = dict(bs=bs, seed=seed, from_scratch=from_scratch or None, backwards=backwards or None,
+        overrides = dict(task=task, bs=bs, seed=seed, from_scratch=from_scratch or None, backwards=backwards or None,
                          label_smoothing=label_smoothing, class_weights=_class_weights(class_weights),
                          max_train=max_train, self_train=self_train, self_train_keep=self_train_keep)
         cfg = resolve_config(preset, config_file=config, sets=set_, overrides=overrides, epochs=epochs)
@@ -99,8 +105,12 @@ def register(app: typer.Typer) -> None:
 
         result = train_classifier(src, lm=lm, out=out, config=cfg, text_col=text_col, label_col=label_col,
                                   device=device, unlabeled=unlabeled, overwrite=overwrite)
-        line = f"{result.best}\tvalid accuracy {result.accuracy:.4f}\tmacro-F1 {result.valid['macro_f1']:.4f}"
-        if result.ngram:  # the line's accuracy is the ensemble's; each part's after it
+        from ulmfit.classify.fit import describe_report, headline
+
+        line = f"{result.best}\tvalid {describe_report(result.valid)}"
+        if result.ngram:  # the line's figures are the ensemble's; each part's headline after it
+            key, _ = headline(result.valid)
             line += (f"\t(n-gram weight {result.ngram['weight']:g}: neural "
-                     f"{result.ngram['neural_valid']['accuracy']:.4f}, n-gram {result.ngram['valid']['accuracy']:.4f})")
-        typer.echo(line)
+                     f"{result.ngram['neural_valid'][key]:.4f}, n-gram {result.ngram['valid'][key]:.4f})")
+        if distributed.is_main():  # under torchrun every rank returns the result; one prints it
+            typer.echo(line)

@@ -8,23 +8,27 @@ from typing import Annotated, Optional
 import typer
 
 from ulmfit.classify.predict import MAX_CHARS
-from ulmfit.cli._common import Device, InferBs, MaxChars, NgramWeight, LabelCol, TextCol
+from ulmfit.cli._common import Device, ExpectTask, InferBs, LabelCol, MaxChars, NgramWeight, TextCol
 
 Split = Annotated[str, typer.Option("--split", help="Which split of SRC to evaluate on: test or valid.")]
 ReportOut = Annotated[Optional[Path], typer.Option(
-    "--out", "-o", help="Write the report as JSON here (and <name>.confusion.png next to it). Checked before the "
+    "--out", "-o", help="Write the report as JSON here and a PNG next to it (<name>.confusion.png; <name>.per-label.png "
+    "for multi-label models, <name>.scatter.png for regression). Checked before the "
     "models are loaded; existing files are replaced only if they are an earlier report and its plot, unless "
     "--overwrite.")]
-Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace --out (and <name>.confusion.png) even when "
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace --out (and its PNG) even when "
                                          "they are files evaluate did not write (they are lost).")]
 
 
 def register(app: typer.Typer) -> None:
     @app.command("evaluate", help=(
         "Evaluate one or more classifiers (and their ensemble) on a labeled split.\n\n"
-        "Reports accuracy, error rate, macro-F1, per-class precision/recall and the confusion matrix. Given a "
+        "Reports, by the models' task shape: accuracy, error rate, macro-F1, per-class precision/recall and the "
+        "confusion matrix (single-label); micro/macro-F1, per-label precision/recall/F1 with each label's tuned "
+        "threshold, subset accuracy, Hamming loss and mean average precision (multi-label); Pearson, Spearman, "
+        "MAE, RMSE, R\u00b2 and, with bins, the binned accuracy (regression). Given a "
         "forward and a backward model, each is reported and so is their ensemble (the mean of their "
-        "probabilities). Labels in the data that the models never saw are an error.\n\n"
+        "probabilities or values). Labels in the data that the models never saw are an error.\n\n"
         f"A document longer than --max-chars ({MAX_CHARS:,} by default) is scored on its first --max-chars "
         "characters, with a warning."))
     def evaluate_cmd(
@@ -37,6 +41,7 @@ def register(app: typer.Typer) -> None:
         max_chars: MaxChars = MAX_CHARS,
         overwrite: Overwrite = False,
         ngram_weight: NgramWeight = None,
+        task: ExpectTask = None,
         bs: InferBs = None,
         device: Device = None,
     ) -> None:
@@ -48,7 +53,7 @@ def register(app: typer.Typer) -> None:
                               hint="e.g. ulmfit evaluate models/clas imdb --split test")
         report = evaluate(args[:-1], args[-1], split=split, text_col=text_col, label_col=label_col, out=out,
                           bs=bs, device=device, max_chars=max_chars, overwrite=overwrite,
-                          ngram_weight=ngram_weight)
+                          ngram_weight=ngram_weight, task=task)
         typer.echo(format_report(report))
         for f in report.files:
             typer.echo(f"wrote {f}")

@@ -46,10 +46,11 @@ def _root(
 
 def _register() -> None:
     # Imported here, not at top, so a broken command module cannot break `ulmfit --help` for the others.
-    from ulmfit.cli import classify, data, evaluate, generate, lm_finetune, predict, pretrain, quickstart
+    from ulmfit.cli import (classify, data, evaluate, explain, generate, lm_finetune, predict, pretrain, quickstart,
+                            serve)
 
     app.add_typer(data.app, name="data")
-    for mod in (pretrain, lm_finetune, classify, evaluate, predict, generate, quickstart):
+    for mod in (pretrain, lm_finetune, classify, evaluate, predict, explain, serve, generate, quickstart):
         mod.register(app)
 
 

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from ulmfit.classify.predict import MAX_CHARS
-from ulmfit.cli._common import Device, InferBs, MaxChars, NgramWeight, TextCol
+from ulmfit.cli._common import Device, ExpectTask, InferBs, MaxChars, NgramWeight, TextCol
 
 Input = Annotated[str, typer.Option("--input", "-i", help="CSV/TSV/JSONL file, plain text (a document per "
                                     "line), or - for stdin (plain lines unless --input-format says otherwise).")]
@@ -30,7 +30,8 @@ Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace --output e
 def register(app: typer.Typer) -> None:
     @app.command("predict", help=(
         "Predict labels and probabilities for new texts.\n\n"
-        "Writes one row per input row, in input order: the label and one probability per class. Large files "
+        "Writes one row per input row, in input order: the label and one probability per class (multi-label "
+        "models: the label set and each label's probability; regression models: the value). Large files "
         "stream through in chunks; several models are ensembled (mean of probabilities).\n\n"
         f"A document longer than --max-chars ({MAX_CHARS:,} by default) is classified from its first --max-chars "
         "characters, with a warning. Input bytes that are not UTF-8 become U+FFFD, with a warning."))
@@ -47,6 +48,7 @@ def register(app: typer.Typer) -> None:
         max_chars: MaxChars = MAX_CHARS,
         overwrite: Overwrite = False,
         ngram_weight: NgramWeight = None,
+        task: ExpectTask = None,
         bs: InferBs = None,
         int8: Int8 = False,
         device: Device = None,
@@ -57,6 +59,6 @@ def register(app: typer.Typer) -> None:
 
         res = predict_file(models, input, output, text_col=text_col, in_fmt=input_format, out_fmt=output_format,
                            chunk_size=chunk_size, bs=bs, device=device, quantize=int8, max_chars=max_chars,
-                           overwrite=overwrite, ngram_weight=ngram_weight)
+                           overwrite=overwrite, ngram_weight=ngram_weight, task=task)
         if res.output != "-":
             print(f"{res.rows:,} rows -> {res.output} ({res.rows_per_s:,.0f} rows/s)", file=sys.stderr)

@@ -10,7 +10,10 @@ Formats (`fmt`, detected from the path when not given):
   * ``<label>/*.txt`` -- one document per file, all in split "train".
   * ``<split>/<label>.txt`` or ``<label>.txt`` -- *line files*: one document per line, the label is the file
     name without ``.txt`` (e.g. a folder holding ``pos.txt`` and ``neg.txt``).
-  * one table file (``texts.csv``), or table files named after splits (``train.csv``, ``test.csv``).
+  * one table file (``texts.csv``), or table files named after splits (``train.csv``, ``test.csv``). Beside
+    split-named tables, one ``.txt`` file is a list of label names, one per line (GoEmotions' ``emotions.txt``):
+    integer label ids in the tables (``27``, or ``2,14`` for several) are read as those names, id = line number
+    from 0.
 
   Split folder/file names: train, valid (also validation/val/dev), test, unsup. Files are read in natural
   name order (``2_7.txt`` before ``10_1.txt``), so a folder and its tarball give the same corpus.
@@ -230,6 +233,11 @@ def _read_tree(tree: _Tree, name: str, *, text_col, label_col) -> Rows:
         return _one_doc_per_file(tree, files, keyed)
 
     docs1 = [p for p in files if len(p) == 1 and is_txt[p]]
+    tables = [p for p in files if len(p) == 1 and PurePosixPath(p[0].lower()).suffix in TABLE_SUFFIXES]
+    split_tables = bool(tables) and all(_split_of(PurePosixPath(p[0]).stem) for p in tables)
+    if split_tables and len(docs1) == 1:  # train/dev/test tables + a label names file
+        rows = _split_tables(tree, files, tables, text_col, label_col)
+        return _named_labels(rows, tree.read(files[docs1[0]]), docs1[0][0])
     if docs1:  # <label>.txt line files
         _no_columns(text_col, label_col, name, "a folder of <label>.txt line files")
         rows = Rows()
@@ -237,18 +245,12 @@ def _read_tree(tree: _Tree, name: str, *, text_col, label_col) -> Rows:
             rows.extend(_parse_lines(tree.read(files[p]), _stem(p[0]), "train"))
         return rows
 
-    tables = [p for p in files if len(p) == 1 and PurePosixPath(p[0].lower()).suffix in TABLE_SUFFIXES]
     if len(tables) == 1:
         p = tables[0]
         return parse_table(tree.read(files[p]), TABLE_SUFFIXES[PurePosixPath(p[0].lower()).suffix], p[0],
                             text_col, label_col, default_split="train")
-    if tables and all(_split_of(PurePosixPath(p[0]).stem) for p in tables):
-        rows = Rows()
-        for p in sorted(tables, key=lambda p: _natural_key(p[0])):
-            fmt = TABLE_SUFFIXES[PurePosixPath(p[0].lower()).suffix]
-            rows.extend(parse_table(tree.read(files[p]), fmt, p[0], text_col, label_col,
-                                     default_split=_split_of(PurePosixPath(p[0]).stem)))
-        return rows
+    if split_tables:
+        return _split_tables(tree, files, tables, text_col, label_col)
     if tables:
         raise UlmfitError(f"{name} holds several table files ({', '.join(p[0] for p in sorted(tables)[:5])}) "
                           "and their names are not split names", hint="point at one of the files")
@@ -256,6 +258,31 @@ def _read_tree(tree: _Tree, name: str, *, text_col, label_col) -> Rows:
         raise UlmfitError(f"{name} is empty", hint="point at a folder or archive with documents in it")
     raise UlmfitError(f"unrecognised layout in {name}: expected <split>/<label>/*.txt, <label>/*.txt, "
                       "<label>.txt line files or a table file", hint="see `ulmfit data info --help` for layouts")
+
+
+def _split_tables(tree: _Tree, files: dict, tables: list, text_col, label_col) -> Rows:
+    rows = Rows()
+    for p in sorted(tables, key=lambda p: _natural_key(p[0])):
+        fmt = TABLE_SUFFIXES[PurePosixPath(p[0].lower()).suffix]
+        rows.extend(parse_table(tree.read(files[p]), fmt, p[0], text_col, label_col,
+                                default_split=_split_of(PurePosixPath(p[0]).stem)))
+    return rows
+
+
+def _named_labels(rows: Rows, data: bytes, name: str) -> Rows:
+    """Integer label ids ("27", "2,14") replaced by the names listed in `name`, one per line (id = line number
+    from 0). Labels that are not ids, or ids past the list, are an error naming the row."""
+    text, _ = decode_bytes(data)
+    names = [line.strip() for line in text.splitlines() if line.strip()]
+    for i, cell in enumerate(rows.labels):
+        if cell is None:
+            continue
+        ids = [c.strip() for c in cell.split(",")]
+        if not all(c.isdigit() and int(c) < len(names) for c in ids):
+            raise UlmfitError(f"row {i + 1}: label {cell!r} is not an id of the {len(names)} label names in {name}",
+                              hint=f"labels beside a names file are ids from 0 to {len(names) - 1}")
+        rows.labels[i] = ",".join(names[int(c)] for c in ids)
+    return rows
 
 
 def _one_doc_per_file(tree: _Tree, files: dict, keyed: list) -> Rows:

@@ -52,7 +52,8 @@ def _pick(labels: list[str | None], idx: list[int], n: int, rng: random.Random, 
 
 
 def carve_splits(labels: list[str | None], splits: list[str], valid_pct: float, seed: int) -> list[str]:
-    """`splits` with valid_pct of "train" (at least one row) turned into "valid", stratified by label.
+    """`splits` with valid_pct of "train" (at least one row) turned into "valid", stratified by label when the
+    labels are categories (at most max(10, 5% of the rows) distinct values), else a plain random draw.
 
     Unchanged when valid_pct is 0, when there already is a "valid" split, or with fewer than 2 train rows.
     """
@@ -62,7 +63,11 @@ def carve_splits(labels: list[str | None], splits: list[str], valid_pct: float, 
     if valid_pct == 0 or "valid" in splits or len(train) < 2:
         return list(splits)
     n = max(1, round(len(train) * valid_pct))
-    chosen = set(_pick(labels, train, n, random.Random(seed), stratified=True))
+    # Stratify by label only when labels are categories: a numeric target (or near-unique label sets) would make
+    # strata of one row each, and the largest-remainder rule would then pick them in label order, not at random.
+    distinct = len({labels[i] for i in train})
+    categorical = distinct <= max(10, len(train) // 20)
+    chosen = set(_pick(labels, train, n, random.Random(seed), stratified=categorical))
     return ["valid" if i in chosen else s for i, s in enumerate(splits)]
 
 
