@@ -28,7 +28,8 @@ try:
 except ImportError:  # Windows: no advisory locks; the checks still run
     fcntl = None  # type: ignore[assignment]
 
-# What a training run writes into OUT; anything else there belongs to the user.
+# What a training run writes into OUT; anything else there belongs to the user. Besides these, the run log
+# (`ulmfit.runlog.LOG_DIR`, "logs") is written live, not staged: a killed run's log is what tells what happened.
 OWN_ENTRIES = ("model-best", "model-last", "checkpoint", "teacher", "pseudo-labels.csv")
 # The entries whose presence means OUT holds a previous run.
 RUN_MARKERS = ("model-best", "model-last", "checkpoint")

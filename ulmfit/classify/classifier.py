@@ -201,7 +201,10 @@ def load_models(paths: list[str | Path], *, device: str | None = None, quantize:
         raise UlmfitError("no model given", hint="pass one or more classifier directories")
     if task is not None and task not in TASKS:
         raise UlmfitError(f"unknown task {task!r}", hint=f"use one of: {', '.join(TASKS)}")
-    models = [Classifier.load(p, device=device, quantize=quantize, ngram_weight=ngram_weight) for p in paths]
+    from ulmfit.onnx_runtime import OnnxClassifier, is_export  # `ulmfit export` folders: same interface, no torch
+
+    models = [(OnnxClassifier if is_export(p) else Classifier).load(p, device=device, quantize=quantize,
+                                                                    ngram_weight=ngram_weight) for p in paths]
     first = models[0]
 
     def kind(m) -> str:  # an exported model without task shapes is single-label

@@ -153,6 +153,8 @@ class ClassifierConfig:
     from_scratch: bool = False  # random encoder init, no LM: the baseline ULMFiT is measured against
     max_train: int | None = None  # keep only N training documents (stratified): the low-shot setting
     min_steps: int = 0  # fewer optimizer steps than this in the whole schedule: smaller bs, longer last stage
+    patience: int = 0  # early stopping: stop after this many epochs without a better valid metric (0: never)
+    min_delta: float = 0.0  # ...better by more than this (accuracy single-label, valid loss for the other shapes)
     best_margin: float = 2.0  # an earlier epoch is model-best only if it beats the last by this many std. errors
     precision: str = "auto"  # "auto": bf16 on a GPU or CPU that has it (else fp16 / fp32) | "fp32" | "bf16" | "fp16"
     # "auto": from the training labels (printed) | "single-label" | "multi-label" | "regression" (ulmfit.classify.task)
@@ -329,6 +331,9 @@ def validate(cfg: ClassifierConfig) -> None:
         raise UlmfitError(f"min_steps must be >= 0, not {cfg.min_steps}")
     if cfg.precision not in PRECISIONS:
         raise UlmfitError(f"unknown precision {cfg.precision!r}", hint=f"choose one of: {', '.join(PRECISIONS)}")
+    if cfg.patience < 0 or cfg.min_delta < 0:
+        raise UlmfitError(f"patience and min_delta must be >= 0 (0: no early stopping), not {cfg.patience}, "
+                          f"{cfg.min_delta}")
     if cfg.best_margin < 0:
         raise UlmfitError(f"best_margin must be >= 0, not {cfg.best_margin}")
     if cfg.ngram_weight is not None and not 0 <= cfg.ngram_weight <= 1:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from fastai.callback.core import CancelFitException
 
 from ulmfit._rundir import staged_entries
 from ulmfit.bundle import check_direction, direction_name, read_bundle
@@ -30,12 +31,13 @@ from ulmfit.classify.data import class_weight_vector, label_counts, prepare_corp
 from ulmfit.classify.learner import epoch_callback, make_learner
 from ulmfit.classify.model import build_model, load_encoder, snapshot
 from ulmfit.classify.ngram import fit_ngram, mix
-from ulmfit.classify.selection import best_epoch, log_calibration, ngram_ensemble, valid_report
+from ulmfit.classify.selection import Patience, best_epoch, log_calibration, ngram_ensemble, valid_report
 from ulmfit.classify.task import Task
 from ulmfit.errors import UlmfitError
 from ulmfit.lm.config import resolve_config as lm_config
 from ulmfit.lm.model import arch_label
 from ulmfit.loaders import clas_dataloaders
+from ulmfit.runlog import RunLog
 from ulmfit.runtime import apply_precision, resolve_device, resolve_precision, seed_all, set_threads
 from ulmfit.store import build_store
 from ulmfit.tokenize import TokenizerSpec, check_compatible
@@ -108,7 +110,8 @@ def fit_classifier(src, *, lm, out: Path, config: ClassifierConfig, text_col: st
     t0 = time.time()
     s = _setup(src, lm, config, text_col, label_col, device, log)
     learn, model = _build(s, log)
-    history, best, last_state, interrupted = _fit(learn, s.cfg, s.task, log)
+    with RunLog(out) as runlog:
+        history, best, last_state, interrupted = _fit(learn, s.cfg, s.task, log, runlog)
     result = _choose_and_save(s, model, lm, out, history, best, last_state, interrupted, t0, log)
     if interrupted:
         raise KeyboardInterrupt
@@ -179,14 +182,16 @@ def _build(s: _Setup, log):
     return learn, model
 
 
-def _fit(learn, cfg: ClassifierConfig, task: Task, log):
-    """One one-cycle per schedule stage. Returns (history, best epoch {epoch, state}, the last finished epoch's
-    weights, interrupted). After a Ctrl-C or SIGTERM mid-epoch the "last" weights are those of the last epoch
-    that finished, so model-last holds the epoch its meta names."""
+def _fit(learn, cfg: ClassifierConfig, task: Task, log, runlog: RunLog):
+    """One one-cycle per schedule stage, until early stopping (`cfg.patience`) says enough. Returns (history, best
+    epoch {epoch, state}, the last finished epoch's weights, interrupted). After a Ctrl-C or SIGTERM mid-epoch the
+    "last" weights are those of the last epoch that finished, so model-last holds the epoch its meta names.
+    Every step's train loss and every epoch's metrics go to `runlog` (OUT/logs/)."""
     history: list[dict[str, Any]] = []
     best: dict[str, Any] = {"score": None, "state": None, "epoch": 0}
     finished: dict[str, Any] = {"state": None}
-    current = {"stage": 0}
+    current = {"stage": 0, "step": 0}  # the step counts across stages (fastai's train_iter restarts each fit)
+    patience = Patience(cfg.patience, cfg.min_delta, task.kind)
 
     def on_epoch(m: dict) -> None:
         m = {"epoch": len(history) + 1, **m}
@@ -199,10 +204,22 @@ def _fit(learn, cfg: ClassifierConfig, task: Task, log):
         finished["state"] = best["state"] if mark else snapshot(learn.model)
         shown = "  ".join(f"{k} {v:.4f}" for k, v in m.items() if k not in ("epoch", "stage", "seconds"))
         log(f"epoch {m['epoch']:>2} (stage {m['stage']})  {shown}  {m['seconds']:.1f}s{mark}")
+        runlog.epoch(m, step=current["step"])
+        if (why := patience.update(m)) is not None:
+            log(why)
+            raise CancelFitException  # ends this one-cycle; the loop below runs no further stage
 
-    learn.add_cb(epoch_callback(lambda: current["stage"], on_epoch))
+    def on_step(loss: float, lr: float) -> None:
+        current["step"] += 1
+        step, epoch = current["step"], len(history) + 1
+        runlog.scalar("train_loss", loss, step=step, epoch=epoch, stage=current["stage"])
+        runlog.scalar("lr", lr, step=step, epoch=epoch, stage=current["stage"])
+
+    learn.add_cb(epoch_callback(lambda: current["stage"], on_epoch, on_step))
     try:
         for i, st in enumerate(cfg.schedule, 1):
+            if patience.stopped_at is not None:
+                break
             current["stage"] = i
             if st.freeze_to == 0:
                 learn.unfreeze()
@@ -215,6 +232,9 @@ def _fit(learn, cfg: ClassifierConfig, task: Task, log):
             raise
         log(f"interrupted after {len(history)} epoch(s): saving model-last and model-best")
         return history, best, finished["state"], True  # keep what finished epochs learned, as spaCy does
+    if patience.stopped_at is not None:
+        history[-1]["early_stop"] = {"patience": cfg.patience, "min_delta": cfg.min_delta,
+                                     "best_epoch": patience.best_epoch}
     return history, best, finished["state"], False
 
 

@@ -72,16 +72,19 @@ def _metrics(task: Task) -> list:
             AccumMetric(pearson, to_np=True, invert_arg=True, name="pearson")]
 
 
-def epoch_callback(stage_of: Callable[[], int], on_epoch: Callable[[dict], None]) -> Callback:
-    """Batch progress bars, and one metrics dict per epoch handed to `on_epoch`."""
-    return _EpochLog(stage_of, on_epoch)
+def epoch_callback(stage_of: Callable[[], int], on_epoch: Callable[[dict], None],
+                   on_step: Callable[[float, float], None] | None = None) -> Callback:
+    """Batch progress bars, one metrics dict per epoch handed to `on_epoch`, and (train loss, lr of the top layer
+    group) after each optimizer step handed to `on_step`."""
+    return _EpochLog(stage_of, on_epoch, on_step)
 
 
 class _EpochLog(Callback):
     order = 60  # after Recorder (50), so this epoch's values are in recorder.log
 
-    def __init__(self, stage_of: Callable[[], int], on_epoch: Callable[[dict], None]) -> None:
-        self.stage_of, self.on_epoch = stage_of, on_epoch
+    def __init__(self, stage_of: Callable[[], int], on_epoch: Callable[[dict], None],
+                 on_step: Callable[[float, float], None] | None = None) -> None:
+        self.stage_of, self.on_epoch, self.on_step = stage_of, on_epoch, on_step
 
     def before_epoch(self):
         self._t0 = time.time()
@@ -95,6 +98,8 @@ class _EpochLog(Callback):
 
     def after_batch(self):
         next(self._bar, None)
+        if self.training and self.on_step is not None:
+            self.on_step(float(self.loss.detach()), float(self.opt.hypers[-1]["lr"]))
 
     def after_train(self):
         for _ in self._bar:  # drain (closes the bar)

@@ -94,3 +94,31 @@ def log_calibration(cal: dict[str, Any], calibrate: bool, log) -> None:
     elif calibrate and cal["valid_docs"] < MIN_CALIBRATION_DOCS:
         log(f"calibration: skipped, {cal['valid_docs']} valid documents are too few to fit a temperature "
             f"(at least {MIN_CALIBRATION_DOCS})")
+
+
+class Patience:
+    """Early stopping: after `patience` epochs (0: never) in which the monitored metric has not beaten its best
+    by more than `min_delta`, `update` returns the line that says so and the run stops. The metric is the
+    validation accuracy (single-label) or loss (the other shapes: their metrics before thresholds are tuned
+    say less), as `best_epoch` chooses."""
+
+    def __init__(self, patience: int, min_delta: float, kind: str) -> None:
+        self.patience, self.min_delta = patience, min_delta
+        self.key, self.sign = ("accuracy", 1.0) if kind == "single-label" else ("valid_loss", -1.0)
+        self.best: float | None = None
+        self.best_epoch = self.waited = 0
+        self.stopped_at: int | None = None
+
+    def update(self, m: dict[str, Any]) -> str | None:
+        value = self.sign * m[self.key]
+        if self.best is None or value > self.best + self.min_delta:
+            self.best, self.best_epoch, self.waited = value, m["epoch"], 0
+            return None
+        self.waited += 1
+        if not self.patience or self.waited < self.patience:
+            return None
+        self.stopped_at = m["epoch"]
+        what = "accuracy" if self.key == "accuracy" else "loss"
+        return (f"early stopping after epoch {m['epoch']}: the valid {what} has not improved by more than "
+                f"{self.min_delta:g} for {self.patience} epoch{'s' if self.patience > 1 else ''} (best: epoch "
+                f"{self.best_epoch}, {self.sign * self.best:.4f}); the rest of the schedule is skipped")

@@ -34,6 +34,7 @@ from ulmfit.classify.data import prepare_corpus
 from ulmfit.classify.fit import TrainResult, fit_classifier
 from ulmfit.data import Corpus, load_corpus
 from ulmfit.errors import UlmfitError
+from ulmfit.runlog import LOG_DIR
 
 TEACHER = "teacher"
 PSEUDO_LABELS = "pseudo-labels.csv"
@@ -134,7 +135,7 @@ def self_train(src: str | Path | Corpus, *, lm: str | Path, out: str | Path, con
         _write_pseudo_labels(stage / "student" / PSEUDO_LABELS, [texts[i] for i in keep], pseudo, conf)
         for name in ("model-best", "model-last"):
             _record(stage / "student" / name, summary, cfg)
-        for name in ("model-best", "model-last", PSEUDO_LABELS):  # published into OUT with the teacher
+        for name in ("model-best", "model-last", PSEUDO_LABELS, LOG_DIR):  # published into OUT with the teacher
             os.replace(stage / "student" / name, stage / name)
         shutil.rmtree(stage / "student")
     log(f"self-training: student valid accuracy {student.accuracy:.4f} (teacher {teacher.accuracy:.4f}); "

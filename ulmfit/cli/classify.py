@@ -41,6 +41,14 @@ Unlabeled = Annotated[Optional[str], typer.Option(
     "--unlabeled", help="With --self-train: unlabeled texts to draw from (a dataset name or a path, as SRC; "
     "labels in it are ignored, its test split is never read).")]
 
+Patience = Annotated[Optional[int], typer.Option(
+    "--patience", metavar="N", help="Early stopping: stop after N epochs whose validation metric (accuracy; the "
+    "valid loss for multi-label and regression) did not beat the best by more than --min-delta; the rest of the "
+    "schedule is skipped and the log says when and why. model-best and model-last keep their meaning. Default 0 "
+    "(off).")]
+MinDelta = Annotated[Optional[float], typer.Option(
+    "--min-delta", help="With --patience: the improvement that counts (default 0: any).")]
+
 
 def _class_weights(value: str | None):
     if value is None or value in ("none", "balanced"):
@@ -92,6 +100,8 @@ def register(app: typer.Typer) -> None:
         label_smoothing: LabelSmoothing = None,
         class_weights: ClassWeights = None,
         max_train: MaxTrain = None,
+        patience: Patience = None,
+        min_delta: MinDelta = None,
         self_train: SelfTrain = None,
         self_train_keep: SelfTrainKeep = None,
         unlabeled: Unlabeled = None,
@@ -99,7 +109,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         overrides = dict(task=task, bs=bs, seed=seed, from_scratch=from_scratch or None, backwards=backwards or None,
                          label_smoothing=label_smoothing, class_weights=_class_weights(class_weights),
-                         max_train=max_train, self_train=self_train, self_train_keep=self_train_keep)
+                         max_train=max_train, patience=patience, min_delta=min_delta, self_train=self_train,
+                         self_train_keep=self_train_keep)
         cfg = resolve_config(preset, config_file=config, sets=set_, overrides=overrides, epochs=epochs)
         from ulmfit.classify.train import train_classifier  # torch and fastai: after the config is known to be good
 

@@ -46,11 +46,12 @@ def _root(
 
 def _register() -> None:
     # Imported here, not at top, so a broken command module cannot break `ulmfit --help` for the others.
-    from ulmfit.cli import (classify, data, evaluate, explain, generate, lm_finetune, predict, pretrain, quickstart,
-                            serve)
+    from ulmfit.cli import (classify, data, evaluate, explain, export, generate, lm_finetune, predict, pretrain,
+                            quickstart, runs, serve)
 
     app.add_typer(data.app, name="data")
-    for mod in (pretrain, lm_finetune, classify, evaluate, predict, explain, serve, generate, quickstart):
+    for mod in (pretrain, lm_finetune, classify, evaluate, predict, explain, serve, export, generate, runs,
+                quickstart):
         mod.register(app)
 
 
