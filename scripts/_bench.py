@@ -22,9 +22,10 @@ def timed_step(model, opt, batches, cfg, bf16: bool = False) -> tuple[int, list[
     of each of STEP_PARTS; the encoder's output is detached so the two backwards are timed apart. Returns
     (tokens in the batch, seconds per part)."""
     import torch
-    import torch.nn.functional as F
 
-    enc, dec = model[0], model[1]
+    from ulmfit.lm.model import lm_loss
+
+    enc, dec, loss_func = model[0], model[1], lm_loss(model)
     t0 = time.perf_counter()
     x, y = next(batches)
     t1 = time.perf_counter()
@@ -32,9 +33,9 @@ def timed_step(model, opt, batches, cfg, bf16: bool = False) -> tuple[int, list[
         h = enc(x)                                               # (bs, sl, emb)
     t2 = time.perf_counter()
     h_d = h.detach().requires_grad_()
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        logits, raw, dropped = dec(h_d)                          # (bs, sl, vocab)
-    loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.reshape(-1))
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):  # the loss too, as ulmfit.runtime's CpuBf16
+        pred, raw, dropped = dec(h_d)        # logits (bs, sl, vocab); adaptive softmax: its input (bs, sl, emb)
+        loss = loss_func(pred.float(), y)    # the learner's loss: cross entropy, or the adaptive softmax's NLL
     if cfg.alpha:
         loss = loss + cfg.alpha * dropped.float().pow(2).mean()
     if cfg.beta:

@@ -14,8 +14,9 @@ The two fits run in two threads that take turns batch by batch, so both see the 
 shared); a batch is timed from the moment its side gets the turn (its loader fetches the batch) to its
 `after_batch`. The breakdown then times plain training steps of the ulmfit model piece by piece (loader,
 encoder forward, decoder + softmax/loss forward, their backwards, optimizer step). `--sizes` instead sweeps model
-sizes on random ids (forward + backward + Adam): the measurement behind the `small` preset. Prints a markdown
-report (and appends it to --report if given).
+sizes on random ids (forward + backward + Adam): the measurement behind the `small` preset. `--softmax full
+adaptive` instead times the same breakdown for each output layer (`--set softmax=`), the models stepping in turns
+on the same batches. Prints a markdown report (and appends it to --report if given).
 """
 
 from __future__ import annotations
@@ -165,8 +166,8 @@ def _interleaved(cfg, store, seed, n, warmup):
     return turns.times
 
 
-def _breakdown(cfg, store, seed, n, warmup):
-    """Mean seconds per training step, piece by piece, for the ulmfit model (fastai's Adam, clip, AR/TAR)."""
+def _stepper(cfg, store, seed):
+    """The ulmfit model (fastai's Adam, clip, AR/TAR) in training mode and its batches, for `timed_step`."""
     from ulmfit.lm.train import make_learner
     from ulmfit.loaders import lm_dataloaders
 
@@ -175,17 +176,77 @@ def _breakdown(cfg, store, seed, n, warmup):
     learn, _ = make_learner(cfg, dls, store.vocab, "cpu")
     learn.create_opt()
     learn.opt.set_hyper("lr", cfg.lr / 25)
-    model, opt = learn.model, learn.opt
-    model.train()
-    model.reset()
+    learn.model.train()
+    learn.model.reset()
+    return learn.model, learn.opt, iter(dls.train)
+
+
+def _breakdown(cfg, store, seed, n, warmup):
+    """Mean seconds per training step, piece by piece, for the ulmfit model (fastai's Adam, clip, AR/TAR)."""
+    model, opt, it = _stepper(cfg, store, seed)
     parts = dict.fromkeys(STEP_PARTS, 0.0)
-    it = iter(dls.train)
     for i in range(warmup + n):
         _, seconds = timed_step(model, opt, it, cfg)
         if i >= warmup:
             for k, dt in zip(parts, seconds):
                 parts[k] += dt / n
     return parts
+
+
+def softmaxes(args) -> str:
+    """Each preset with each output layer (`--softmax full adaptive`): the same batches, the models stepping in
+    turns (one step each, so all see the same machine load), each step timed piece by piece (`timed_step`)."""
+    from ulmfit.data import load_corpus
+    from ulmfit.lm.config import replace, resolve_config
+    from ulmfit.store import build_store
+    from ulmfit.tokenize import TokenizerSpec
+
+    corpus = load_corpus(args.src, seed=args.seed).select(["train", "valid"])
+    lines = []
+    for preset in args.presets:
+        base = resolve_config(preset, sets=list(args.set or []))
+        store = build_store(corpus, spec=TokenizerSpec(**base.tokenizer_spec()))
+        cfgs = {sm: replace(base, softmax=sm) for sm in args.softmax}
+        arch = {sm: c.arch_dict(len(store.vocab.itos)) for sm, c in cfgs.items()}
+        steppers = {sm: _stepper(c, store, args.seed) for sm, c in cfgs.items()}
+        n_params = {sm: sum(p.numel() for p in st[0].parameters()) for sm, st in steppers.items()}
+        times = {sm: [] for sm in cfgs}                              # per step: seconds of each part
+        tokens = 0
+        for i in range(args.warmup + args.batches):
+            for sm, (model, opt, it) in steppers.items():
+                n_tok, seconds = timed_step(model, opt, it, cfgs[sm])
+                if i >= args.warmup:
+                    times[sm].append(seconds)
+            tokens += n_tok if i >= args.warmup else 0
+        print(f"[{preset}] vocab {len(store.vocab.itos)}: " + ", ".join(
+            f"{sm} {statistics.median(sum(t) for t in times[sm]) * 1000:.0f} ms/step (median)" for sm in times),
+            file=sys.stderr, flush=True)
+        means = {sm: [sum(t[j] for t in v) / len(v) for j in range(len(STEP_PARTS))] for sm, v in times.items()}
+        medians = {sm: statistics.median(sum(t) for t in v) for sm, v in times.items()}
+        first = args.softmax[0]
+        cut = {sm: a.get("adaptive_cutoffs") for sm, a in arch.items()}
+        lines += [f"### `{preset}` preset: {base.arch} {base.emb_sz}/{base.n_hid}/{base.n_layers}, vocab "
+                  f"{len(store.vocab.itos)}, batch {base.bs} x {base.seq_len}; "
+                  + "; ".join(f"{sm}: {n_params[sm] / 1e6:.2f}M parameters"
+                              + (f", cutoffs {cut[sm]}, div {cfgs[sm].adaptive_div:g}" if cut[sm] else "")
+                              for sm in cfgs), "",
+                  f"The models step in turns on the same batches ({args.batches} timed steps each after "
+                  f"{args.warmup} untimed ones). Mean ms per step:", "",
+                  "| part | " + " | ".join(args.softmax) + " |", "|---|" + "---:|" * len(args.softmax)]
+        lines += [f"| {part} | " + " | ".join(f"{means[sm][j] * 1000:,.1f}" for sm in args.softmax) + " |"
+                  for j, part in enumerate(STEP_PARTS)]
+        lines += ["| **step (mean)** | " + " | ".join(f"**{sum(means[sm]) * 1000:,.1f}**" for sm in args.softmax)
+                  + " |",
+                  "| step (median) | " + " | ".join(f"{medians[sm] * 1000:,.1f}" for sm in args.softmax) + " |",
+                  "| tokens/s (median step) | " + " | ".join(
+                      f"{tokens / args.batches / medians[sm]:,.0f}" for sm in args.softmax) + " |", ""]
+        for sm in args.softmax[1:]:
+            ratio = [sum(a) / sum(b) for a, b in zip(times[first], times[sm])]  # steps adjacent in time
+            q = statistics.quantiles(ratio, n=4) if len(ratio) > 1 else ratio * 3
+            lines.append(f"Step time {first} / {sm}, neighbouring steps: median **{statistics.median(ratio):.2f}x**, "
+                         f"quartiles {q[0]:.2f}x–{q[2]:.2f}x.")
+        lines.append("")
+    return "\n".join(lines)
 
 
 def _fastai_loader_time(cfg, store, n):
@@ -294,6 +355,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--sizes", action="store_true", help="sweep model sizes instead (random ids)")
+    ap.add_argument("--softmax", nargs="+", choices=["full", "adaptive"],
+                    help="instead: step time of each preset with each of these output layers (e.g. full adaptive)")
     ap.add_argument("--grid", nargs="+", help="with --sizes: entries vocab:emb:hidden:layers:bs to time")
     ap.add_argument("--report", type=Path, help="append the markdown report to this file")
     args = ap.parse_args()
@@ -303,9 +366,13 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     os.environ.setdefault("ULMFIT_PROGRESS", "0")
     started = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
-    body = sizes(args) if args.sizes else compare(args)
-    emit("Model-size sweep" if args.sizes else "Training throughput", body, script="bench_lm.py",
-         report=args.report, started=started)
+    if args.softmax:
+        title, body = "Output layer: full vs adaptive softmax", softmaxes(args)
+    elif args.sizes:
+        title, body = "Model-size sweep", sizes(args)
+    else:
+        title, body = "Training throughput", compare(args)
+    emit(title, body, script="bench_lm.py", report=args.report, started=started)
 
 
 if __name__ == "__main__":

@@ -70,8 +70,8 @@ def test_cli_self_training_writes_teacher_student_and_the_pseudo_labels(lm, tmp_
     assert "kept 100 (neg 50, pos 50)" in printed
     assert f"saved to {out}/teacher/model-best" in printed and f"saved to {out}/model-best" in printed
     assert ".self-train-" not in printed  # the log names final places, never the staging directory
-    assert sorted(p.name for p in out.iterdir()) == ["model-best", "model-last", "pseudo-labels.csv", "teacher"]
-    assert {p.name for p in (out / "teacher").iterdir()} == {"model-best", "model-last"}
+    assert sorted(p.name for p in out.iterdir()) == ["logs", "model-best", "model-last", "pseudo-labels.csv", "teacher"]
+    assert {p.name for p in (out / "teacher").iterdir()} == {"logs", "model-best", "model-last"}
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left behind
     with open(out / "pseudo-labels.csv", newline="") as f:
         rows = list(csv.DictReader(f))

@@ -139,6 +139,20 @@ def test_regression_targets_must_be_numbers_and_vary() -> None:
     assert t.outputs(np.array([[1.0]], dtype=np.float32)).tolist() == [[3.0]]
 
 
+def test_bin_cut_points_are_tuned_to_undo_regression_to_the_mean() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.random(2000)
+    pred = 0.5 + 0.5 * (y - 0.5) + rng.normal(0, 0.03, 2000)  # right order, squeezed toward the mean
+    task = Task(kind="regression", labels=["v"], bins=[0.2, 0.4, 0.6, 0.8])
+    cuts = task.tune_cuts(y, pred)
+    at_edges = task.report(y, pred[:, None])
+    tuned = task.report(y, pred[:, None], cuts)
+    assert at_edges["binned_accuracy"] < 0.7 < tuned["binned_accuracy"]
+    assert tuned["binned_accuracy_at_edges"] == at_edges["binned_accuracy"]
+    assert cuts[0] > 0.2 and cuts[-1] < 0.8 and cuts == sorted(cuts)  # pulled in, as the predictions are
+    assert [r["bin"] for r in task.records(np.array([[0.1], [0.5], [0.9]]), cuts)] == [0, 2, 4]
+
+
 def test_thresholds_are_tuned_per_label() -> None:
     task = Task(kind="multi-label", labels=["a", "b"])
     y = np.array([[1, 0], [1, 0], [0, 1], [0, 0]], dtype=np.float32)
@@ -215,7 +229,7 @@ def test_regression_learns_a_function_of_word_counts(reg) -> None:
 
 
 def test_predict_and_evaluate_files_for_each_shape(multi, reg, tmp_path, capsys) -> None:
-    for run, kind, first in ((multi, "multi", "labels,prob_anger,prob_fear,prob_joy"), (reg, "reg", "value")):
+    for run, kind, first in ((multi, "multi", "labels,prob_anger,prob_fear,prob_joy"), (reg, "reg", "value,bin")):
         src = _csv(tmp_path / f"{kind}.csv", synthetic(kind))
         out = tmp_path / f"{kind}-pred.csv"
         assert main(["predict", str(run.best), "--input", str(src), "--output", str(out)]) == 0
@@ -225,7 +239,7 @@ def test_predict_and_evaluate_files_for_each_shape(multi, reg, tmp_path, capsys)
         jl = tmp_path / f"{kind}.jsonl"
         assert main(["predict", str(run.best), "--input", str(src), "--output", str(jl)]) == 0
         rec = json.loads(jl.read_text().splitlines()[0])
-        assert set(rec) == ({"labels", "probs"} if kind == "multi" else {"value"})
+        assert set(rec) == ({"labels", "probs"} if kind == "multi" else {"value", "bin"})
         report = tmp_path / f"{kind}-report.json"
         assert main(["evaluate", str(run.best), str(src), "--split", "test", "--out", str(report)]) == 0
         d = json.loads(report.read_text())

@@ -10,17 +10,19 @@ import pytest
 
 from ulmfit.cli.main import main
 
-COMMANDS = ["pretrain", "lm-finetune", "classify", "evaluate", "predict", "generate", "quickstart"]
+COMMANDS = ["pretrain", "lm-finetune", "classify", "evaluate", "predict", "generate", "quickstart", "serve", "export",
+            "explain", "suggest"]
 
 
 def test_root_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
-    for name in COMMANDS + ["data"]:
+    for name in COMMANDS + ["data", "runs", "lr-find"]:
         assert name in out
 
 
-@pytest.mark.parametrize("name", COMMANDS + ["data get", "data info"])
+@pytest.mark.parametrize("name", COMMANDS + ["data get", "data info", "data merge", "runs compare", "lr-find classify",
+                                             "lr-find lm"])
 def test_every_command_has_help(name: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main([*name.split(), "--help"]) == 0
     assert "Usage" in capsys.readouterr().out

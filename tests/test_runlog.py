@@ -78,3 +78,66 @@ def test_patience_must_not_be_negative() -> None:
 
     with pytest.raises(UlmfitError, match="patience and min_delta must be >= 0"):
         resolve_config("tiny", overrides={"patience": -1})
+
+
+def _weights(bundle):
+    from safetensors.torch import load_file
+
+    return load_file(str(bundle / "model.safetensors"))
+
+
+@pytest.mark.parametrize("stop_after", [2, 4])  # a stage boundary (stage 3 starts), and mid-stage (4 of 6)
+def test_an_interrupted_classifier_resumes_to_the_same_weights_and_metrics(stop_after, tmp_path, monkeypatch) -> None:
+    import torch
+    from test_classify_task import synthetic
+
+    from ulmfit.classify import checkpoint
+    from ulmfit.classify.config import resolve_config
+    from ulmfit.classify.train import train_classifier
+
+    cfg = resolve_config("tiny", overrides={"from_scratch": True, "ngram": False}, epochs=6)
+    data = synthetic("multi", n=300)
+    whole = train_classifier(data, lm=None, out=tmp_path / "whole", config=cfg, log=lambda *_: None)
+
+    real_save = checkpoint.save
+
+    def save_then_stop(out, **kw):
+        real_save(out, **kw)
+        if len(kw["history"]) == stop_after:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint, "save", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        train_classifier(data, lm=None, out=tmp_path / "cut", config=cfg, log=lambda *_: None)
+    assert (tmp_path / "cut" / "checkpoint" / "progress.json").is_file()
+    assert (tmp_path / "cut" / "model-last").is_dir()
+    monkeypatch.setattr(checkpoint, "save", real_save)
+    lines = []
+    resumed = train_classifier(data, lm=None, out=tmp_path / "cut", config=cfg, resume=True, log=lines.append)
+    assert any(f"after epoch {stop_after}" in line for line in lines)
+    assert not (tmp_path / "cut" / "checkpoint").exists()  # complete: the checkpoint is gone
+
+    def plain(history):
+        return [{k: v for k, v in m.items() if k != "seconds"} for m in history]
+
+    assert plain(resumed.metrics) == plain(whole.metrics)
+    a, b = _weights(whole.last), _weights(resumed.last)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    steps = [r["step"] for r in read_log(tmp_path / "cut") if r["name"] == "train_loss"]
+    assert steps == sorted(steps) and steps[-1] == whole.metrics[-1]["step"]
+
+
+def test_resume_needs_a_checkpoint_and_the_same_options(tmp_path, capsys) -> None:
+    from test_classify_task import _csv, synthetic
+
+    src = _csv(tmp_path / "d.csv", synthetic("multi", n=120))
+    base = ["classify", str(src), "--from-scratch", "--preset", "tiny", "--out", str(tmp_path / "run")]
+    assert main([*base, "--resume"]) == 1
+    assert "nothing to resume" in capsys.readouterr().err
+    assert main([*base, "--resume", "--overwrite"]) == 1
+    assert "pass one of them" in capsys.readouterr().err
+    ckpt = tmp_path / "run" / "checkpoint"
+    ckpt.mkdir(parents=True)
+    (ckpt / "progress.json").write_text('{"version": 1, "made_with": "something else"}')
+    assert main([*base, "--resume"]) == 1
+    assert "made with other data, another LM or other options" in capsys.readouterr().err

@@ -176,7 +176,7 @@ def test_a_run_keeps_the_users_files_and_overwrite_replaces_only_its_own(work, t
     assert _classify(work, out, "--seed", "3", "--overwrite") == 0
     assert (out / "notes.txt").read_text() == "keep me\n" and (out / "data" / "x.csv").exists()
     assert json.loads((out / "model-best" / "config.json").read_text())["seed"] == 3
-    assert sorted(p.name for p in out.iterdir()) == ["data", "model-best", "model-last", "notes.txt"]
+    assert sorted(p.name for p in out.iterdir()) == ["data", "logs", "model-best", "model-last", "notes.txt"]
 
 
 def test_a_failed_run_leaves_no_folder_behind(work, tmp_path) -> None:
@@ -237,7 +237,7 @@ def test_staging_left_by_a_killed_run_is_removed_by_the_next(work, tmp_path) -> 
     (out / f".model-last.tmp-{dead}-efgh").mkdir()
     (out / ".ulmfit.lock").write_text(f"{dead}\n")  # a stale lock: its pid is gone
     assert _classify(work, out) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["model-best", "model-last"]
+    assert sorted(p.name for p in out.iterdir()) == ["logs", "model-best", "model-last"]
 
 
 def test_an_interrupted_classifier_keeps_its_last_finished_epoch(work, tmp_path, monkeypatch, capsys) -> None:
@@ -248,8 +248,8 @@ def test_an_interrupted_classifier_keeps_its_last_finished_epoch(work, tmp_path,
     seen: dict = {}
     real = fit_mod.epoch_callback
 
-    def interrupting(stage_of, on_epoch):
-        cb = real(stage_of, on_epoch)
+    def interrupting(stage_of, on_epoch, on_step=None):
+        cb = real(stage_of, on_epoch, on_step)
         after_batch, after_epoch = cb.after_batch, cb.after_epoch
 
         def stop_in_epoch_2():
@@ -269,6 +269,7 @@ def test_an_interrupted_classifier_keeps_its_last_finished_epoch(work, tmp_path,
     assert _classify(work, out, "--config", str(_one_stage(tmp_path)), "--bs", "8") == 130
     meta = json.loads((out / "model-last" / "meta.json").read_text())
     assert meta["interrupted"] is True and meta["epoch"] == 1 and len(meta["metrics"]) == 1
+    assert (out / "checkpoint" / "progress.json").is_file()  # kept: --resume continues from epoch 1
     from ulmfit.bundle import read_bundle
 
     saved = read_bundle(out / "model-last", stage="classifier").load_state("model")

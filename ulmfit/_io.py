@@ -17,6 +17,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ulmfit.distributed import is_main
+
 T = TypeVar("T")
 
 
@@ -103,9 +105,12 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 
 def progress(iterable: Iterable[T], total: int | None = None, desc: str = "", unit: str = "it",
              disable: bool | None = None) -> Iterator[T]:
-    """A tqdm bar on stderr; silent when stderr is not a terminal unless ULMFIT_PROGRESS=1."""
+    """A tqdm bar on stderr; silent when stderr is not a terminal unless ULMFIT_PROGRESS=1, and on every rank of
+    a torchrun job but rank 0."""
     from tqdm.auto import tqdm
 
+    if not is_main():
+        disable = True
     if disable is None:
         forced = os.environ.get("ULMFIT_PROGRESS")
         disable = (forced == "0") if forced is not None else not sys.stderr.isatty()

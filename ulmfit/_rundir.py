@@ -172,11 +172,11 @@ def run_dir(out: Path, *, overwrite: bool = False, resume: bool = False,
 
 
 @contextlib.contextmanager
-def staged_entries(out: Path) -> Iterator[Path]:
+def staged_entries(out: Path, keep: tuple[str, ...] = ()) -> Iterator[Path]:
     """A hidden staging folder inside OUT; on success each entry made in it replaces OUT's entry of that name,
     and OUT's other run entries (`OWN_ENTRIES`: say, a teacher/ left by an earlier self-training run being
-    overwritten) are removed so the folder holds one run. On error the staging folder vanishes and OUT is as
-    it was."""
+    overwritten; those in `keep` stay: an interrupted run's checkpoint) are removed so the folder holds one run.
+    On error the staging folder vanishes and OUT is as it was."""
     from ulmfit._io import replace_path, staging_prefix
 
     stage = Path(tempfile.mkdtemp(prefix=staging_prefix("run", "stage"), dir=out))
@@ -186,7 +186,7 @@ def staged_entries(out: Path) -> Iterator[Path]:
         for name in sorted(made):
             replace_path(stage / name, out / name)
         for name in OWN_ENTRIES:
-            if name not in made and (out / name).exists():
+            if name not in made and name not in keep and (out / name).exists():
                 target = out / name
                 shutil.rmtree(target) if target.is_dir() else target.unlink()
     finally:

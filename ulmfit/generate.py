@@ -5,7 +5,9 @@ length); here each step costs one LSTM step plus one softmax over the vocabulary
 as one batch. Only the last position of the prompt is decoded, so a long prompt costs no extra softmaxes.
 
 Sampling: logits / temperature → top-k → top-p (nucleus) → multinomial from a seeded generator; temperature 0
-(or greedy) is argmax. Special tokens that are not text (xxpad, xxbos, xxeos, xxfld) are never produced, xxunk
+(or greedy) is argmax. The logits are the full decoder's, or an adaptive softmax's normalized log-probabilities
+over the whole vocabulary (`ulmfit.lm.model.next_token_scores`): softmax(log p / T) is the same tempered
+distribution. Special tokens that are not text (xxpad, xxbos, xxeos, xxfld) are never produced, xxunk
 only when asked for.
 """
 
@@ -123,12 +125,15 @@ def sample_tokens(model: torch.nn.Module, prompt_ids: list[int], itos: list[str]
                   tokenizer_kind: str = "rules", banned: Iterable[int] = ()) -> list[list[str]]:
     """Generate opts.samples continuations of `prompt_ids`; returns the generated tokens of each sample.
 
-    The model is fastai's SequentialRNN(AWD_LSTM or QRNN, LinearDecoder) and is left in eval mode with its state
-    reset; both encoders carry their state from one call to the next, so each new token costs one step.
+    The model is fastai's SequentialRNN(AWD_LSTM or QRNN, LinearDecoder or AdaptiveSoftmax) and is left in eval
+    mode with its state reset; both encoders carry their state from one call to the next, so each new token costs
+    one step.
     """
     import torch
 
-    encoder, decoder = model[0], model[1].decoder
+    from ulmfit.lm.model import next_token_scores
+
+    encoder = model[0]
     device = next(model.parameters()).device
     gen = torch.Generator(device="cpu")
     gen.manual_seed(opts.seed if opts.seed is not None else torch.seed())
@@ -150,7 +155,7 @@ def sample_tokens(model: torch.nn.Module, prompt_ids: list[int], itos: list[str]
         # generous cap on steps (markers and sub-word pieces are tokens too); normally `done` ends the loop
         for _ in range(opts.words * 8 + 16):
             h = encoder(x)[:, -1]                                 # (S, emb): last position only
-            logits = decoder(h).float()                           # (S, V)
+            logits = next_token_scores(model, h).float()          # (S, V)
             logits = logits.masked_fill(banned_mask, float("-inf"))
             if opts.is_greedy:
                 nxt = logits.argmax(-1)                           # (S,)

@@ -22,7 +22,6 @@ SentenceEncoder / masked_concat_pool), reproduced here around the two graphs of 
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -32,11 +31,12 @@ import numpy as np
 from ulmfit._io import progress as progress_bar
 from ulmfit._io import read_json
 from ulmfit.classify.config import ClassifierConfig, config_from_dict
-from ulmfit.classify.metrics import temperature_scale
 from ulmfit.classify.model import pad_batch
 from ulmfit.classify.ngram import JSON_FILE as NGRAM_FILE
 from ulmfit.classify.ngram import NgramModel, mix
-from ulmfit.classify.predict import MAX_CHARS, check_max_chars, clip_texts, clipped_message
+from ulmfit.classify.predict import (
+    MAX_CHARS,
+)
 from ulmfit.classify.task import Task
 from ulmfit.errors import UlmfitError
 from ulmfit.onnx_tokenizer import PortableTokenizer
@@ -135,21 +135,10 @@ class OnnxClassifier:
     def predict_parts(self, texts: str | Iterable[str], *, bs: int | None = None, progress: bool = False,
                       max_chars: int = MAX_CHARS) -> tuple[np.ndarray, np.ndarray | None]:
         """(the neural model's probabilities, the n-gram model's or None), as `Classifier.predict_parts`."""
-        texts = [texts] if isinstance(texts, str) else list(texts)
-        if not texts:
-            raise UlmfitError("there are no texts to classify", hint="pass at least one text")
-        bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
-        if bad is not None:
-            raise UlmfitError(f"text {bad} is a {type(texts[bad]).__name__}, not a string")
-        check_max_chars(max_chars)
-        texts, cut = clip_texts(texts, max_chars)
-        if cut:
-            warnings.warn(clipped_message(cut, max_chars, how="max_chars=0"), stacklevel=3)
-        raw = self.predict_ids(self.numericalize(texts), bs=bs or max(self.config.bs, 64), progress=progress)
-        neural = self.task.outputs(raw)
-        if self.task.kind == "single-label":
-            neural = temperature_scale(neural, self.temperature)
-        return neural, (self.ngram.predict_proba(texts) if self.ngram is not None else None)
+        from ulmfit.classify.classifier import predict_parts
+
+        return predict_parts(self, texts, lambda docs, bs, progress: self.predict_ids(docs, bs=bs, progress=progress),
+                             bs=bs, progress=progress, max_chars=max_chars)
 
     def predict(self, texts: str | Iterable[str], *, bs: int | None = None,
                 max_chars: int = MAX_CHARS) -> list[dict[str, Any]]:

@@ -65,7 +65,7 @@ class RunLog:
     def epoch(self, metrics: dict[str, Any], *, step: int) -> None:
         """Every number of one epoch's metrics dict (as the epoch line shows them), flushed."""
         for k, v in metrics.items():
-            if k not in ("epoch", "stage", "phase") and isinstance(v, (int, float)) and not isinstance(v, bool):
+            if k not in ("epoch", "stage", "phase", "step") and isinstance(v, (int, float)) and not isinstance(v, bool):
                 self.scalar(_EPOCH_NAMES.get(k, k), v, step=step, epoch=metrics.get("epoch"), stage=metrics.get("stage"))
         self.flush()
 

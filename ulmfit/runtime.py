@@ -13,6 +13,7 @@ import os
 import random
 from typing import TYPE_CHECKING
 
+from ulmfit import distributed
 from ulmfit.errors import UlmfitError
 
 if TYPE_CHECKING:
@@ -25,15 +26,26 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """None → the CUDA GPU when there is one, else the CPU; a named device must exist on this machine."""
+    """None → the CUDA GPU when there is one, else the CPU; a named device must exist on this machine.
+
+    In a torchrun job of several processes, "cuda" (or None on a GPU machine) is the GPU of this process's
+    LOCAL_RANK, and naming one GPU (cuda:N) is an error: every process would take the same one."""
     import torch
 
     if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
         raise UlmfitError(f"unknown device {device!r}", hint="use cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda" and distributed.world_size() > 1:
+        if dev.index is not None:
+            raise UlmfitError(f"--device {device} names one GPU, but this is one of {distributed.world_size()} "
+                              f"processes", hint="pass --device cuda: each process takes the GPU of its LOCAL_RANK")
+        dev = torch.device("cuda", distributed.local_rank())
+        if torch.cuda.is_available() and dev.index >= torch.cuda.device_count():
+            raise UlmfitError(f"LOCAL_RANK {dev.index} has no GPU: this machine has {torch.cuda.device_count()}",
+                              hint="start at most that many processes per machine (torchrun --nproc-per-node)")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UlmfitError(f"device {device} requested but no CUDA GPU is available", hint="use --device cpu")
     if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
@@ -64,11 +76,13 @@ def seed_all(seed: int) -> None:
 
 
 def seed_epoch(seed: int, epoch: int, dls) -> None:
-    """Re-seed every RNG at each epoch start, so shuffling and dropout masks are the same after a resume."""
+    """Re-seed every RNG at each epoch start, so shuffling and dropout masks are the same after a resume. Under
+    torchrun each rank draws its own dropout masks (`distributed.rank_seed`); the data order does not come from
+    these RNGs (the loaders draw it from (seed, epoch)), so it stays the same on every rank."""
     import numpy as np
     import torch
 
-    s = (seed * 1_000_003 + epoch * 7919) % (2**31 - 1)
+    s = distributed.rank_seed((seed * 1_000_003 + epoch * 7919) % (2**31 - 1))
     random.seed(s)
     np.random.seed(s)
     torch.manual_seed(s)

@@ -20,6 +20,7 @@ final memory-mapped arrays. Memory is bounded by the string table and one chunk,
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -35,6 +36,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ulmfit import distributed
 from ulmfit._io import atomic_dir, progress, read_json, versions, write_json
 from ulmfit._rundir import clean_stale_staging, file_lock
 from ulmfit.errors import UlmfitError
@@ -165,7 +167,20 @@ def build_store(corpus: Corpus, *, tokenizer: TextTokenizer | None = None, vocab
         raise UlmfitError(f"the corpus {corpus.name!r} has no documents", hint="check the data source")
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     key = store_key(corpus.fingerprint, spec, vocab, tokenizer)
+    # Under torchrun rank 0 builds (or finds) the store while the other ranks wait; they then find it in the
+    # cache (or, on a machine that does not share it, build the same store themselves).
+    with distributed.main_first("building the token store"):
+        return _open_or_build(corpus, tokenizer, vocab, spec, cache_dir, key, workers, show_progress)
+
+
+def _open_or_build(corpus: Corpus, tokenizer: TextTokenizer | None, vocab: Vocab | None, spec: TokenizerSpec,
+                   cache_dir: Path, key: str, workers: int | None, show_progress: bool | None) -> TokenStore:
     root = cache_dir / key
+    if not distributed.is_main() and (root / "meta.json").exists():
+        # the other ranks of a torchrun job read the store rank 0 has just finished: no lock file of theirs in the
+        # cache (a store is complete once meta.json is there: atomic_dir)
+        with contextlib.suppress(UlmfitError):
+            return TokenStore(root)
     (cache_dir / LOCKS).mkdir(parents=True, exist_ok=True)
     # One builder per key: a second process with the same corpus waits, then reads the finished store.
     with file_lock(cache_dir / LOCKS / f"{key}.lock", wait=True, what=f"the token store {key}", log=_log):

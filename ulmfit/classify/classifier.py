@@ -16,7 +16,7 @@ the limit bounds it.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,12 @@ from ulmfit.classify.metrics import temperature_scale
 from ulmfit.classify.model import build_model, inference_model, load_state, predict_ids
 from ulmfit.classify.ngram import JSON_FILE as NGRAM_FILE
 from ulmfit.classify.ngram import NgramModel, mix
-from ulmfit.classify.predict import MAX_CHARS, check_max_chars, clip_texts, clipped_message
+from ulmfit.classify.predict import (
+    MAX_CHARS,
+    check_max_chars,
+    clip_texts,
+    clipped_message,
+)
 from ulmfit.classify.task import TASKS, Task
 from ulmfit.errors import UlmfitError
 from ulmfit.runtime import resolve_device, set_threads
@@ -121,22 +126,12 @@ class Classifier:
     def predict_parts(self, texts: str | Iterable[str], *, bs: int | None = None, progress: bool = False,
                       max_chars: int = MAX_CHARS) -> tuple[np.ndarray, np.ndarray | None]:
         """(the neural model's probabilities, the n-gram model's or None), both as `predict_proba`'s."""
-        texts = [texts] if isinstance(texts, str) else list(texts)
-        if not texts:
-            raise UlmfitError("there are no texts to classify", hint="pass at least one text")
-        bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
-        if bad is not None:
-            raise UlmfitError(f"text {bad} is a {type(texts[bad]).__name__}, not a string")
-        texts = _clip(texts, max_chars)
-        docs = self.numericalize(texts)
-        raw = predict_ids(self.model, docs, bs=bs or max(self.config.bs, 64), pad_idx=self.vocab.pad_id,
-                          seq_len=self.config.seq_len, backwards=self.backwards, bos_idx=self.vocab.bos_id,
-                          device=self.device, progress_desc="predict" if progress else None,
-                          activation=self.task.activation)
-        neural = self.task.outputs(raw)
-        if self.task.kind == "single-label":
-            neural = temperature_scale(neural, self.temperature)
-        return neural, (self.ngram.predict_proba(texts) if self.ngram is not None else None)
+        def run(docs: list[np.ndarray], bs: int, progress: bool) -> np.ndarray:
+            return predict_ids(self.model, docs, bs=bs, pad_idx=self.vocab.pad_id, seq_len=self.config.seq_len,
+                               backwards=self.backwards, bos_idx=self.vocab.bos_id, device=self.device,
+                               progress_desc="predict" if progress else None, activation=self.task.activation)
+
+        return predict_parts(self, texts, run, bs=bs, progress=progress, max_chars=max_chars)
 
     def predict(self, texts: str | Iterable[str], *, bs: int | None = None,
                 max_chars: int = MAX_CHARS) -> list[dict[str, Any]]:
@@ -152,13 +147,15 @@ class Classifier:
 
 
 def _thresholds(meta: dict, task: Task, labels: list[str]) -> dict[str, list[float] | None]:
-    """Multi-label decision thresholds tuned at training for what predict outputs ("shipped"), the neural model
-    alone and the n-gram model alone (an explicit --ngram-weight between 0 and 1 uses the shipped ones)."""
-    if task.kind != "multi-label":
+    """The decisions tuned at training (multi-label thresholds, a regression's bin cut points) for what predict
+    outputs ("shipped"), the neural model alone and the n-gram model alone (an explicit --ngram-weight between 0
+    and 1 uses the shipped ones)."""
+    if not task.tuned:
         return {"shipped": None, "neural": None, "ngram": None}
+    default = [0.5] * len(labels) if task.kind == "multi-label" else list(task.bins)
 
-    def ok(t):  # a bundle without tuned thresholds (e.g. written by a test) decides at 0.5
-        return t if isinstance(t, list) and len(t) == len(labels) else [0.5] * len(labels)
+    def ok(t):  # a bundle without tuned decisions (e.g. written by a test): 0.5, or the bin edges
+        return t if isinstance(t, list) and len(t) == len(default) else default
 
     shipped = ok(meta.get("thresholds"))
     neural = ok(meta.get("neural_thresholds") or shipped)
@@ -178,12 +175,30 @@ def _ngram_part(b, weight: float | None) -> tuple[NgramModel | None, float]:
     return (NgramModel.load(b.path) if has else None), weight
 
 
+def predict_parts(clf, texts: str | Iterable[str], run: Callable[[list[np.ndarray], int, bool], np.ndarray], *,
+                  bs: int | None, progress: bool, max_chars: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """What `predict_parts` of a Classifier (or of an ONNX export, `ulmfit.onnx_runtime`) returns: the texts
+    checked and cut to `max_chars`, numericalized, run through the network by `run(docs, bs, progress)`, turned
+    into the task's outputs (temperature-scaled, single-label), and the n-gram model's outputs or None."""
+    texts = [texts] if isinstance(texts, str) else list(texts)
+    if not texts:
+        raise UlmfitError("there are no texts to classify", hint="pass at least one text")
+    bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
+    if bad is not None:
+        raise UlmfitError(f"text {bad} is a {type(texts[bad]).__name__}, not a string")
+    texts = _clip(texts, max_chars)
+    neural = clf.task.outputs(run(clf.numericalize(texts), bs or max(clf.config.bs, 64), progress))
+    if clf.task.kind == "single-label":
+        neural = temperature_scale(neural, clf.temperature)
+    return neural, (clf.ngram.predict_proba(texts) if clf.ngram is not None else None)
+
+
 def _clip(texts: list, max_chars: int) -> list:
     """`clip_texts` for the Python API: a UserWarning (shown once per call site by default) counts the cuts."""
     check_max_chars(max_chars)
     texts, cut = clip_texts(texts, max_chars)
     if cut:
-        warnings.warn(clipped_message(cut, max_chars, how="max_chars=0"), stacklevel=3)
+        warnings.warn(clipped_message(cut, max_chars, how="max_chars=0"), stacklevel=4)
     return texts
 
 
@@ -201,7 +216,10 @@ def load_models(paths: list[str | Path], *, device: str | None = None, quantize:
         raise UlmfitError("no model given", hint="pass one or more classifier directories")
     if task is not None and task not in TASKS:
         raise UlmfitError(f"unknown task {task!r}", hint=f"use one of: {', '.join(TASKS)}")
-    from ulmfit.onnx_runtime import OnnxClassifier, is_export  # `ulmfit export` folders: same interface, no torch
+    from ulmfit.onnx_runtime import (  # `ulmfit export` folders: same interface, no torch
+        OnnxClassifier,
+        is_export,
+    )
 
     models = [(OnnxClassifier if is_export(p) else Classifier).load(p, device=device, quantize=quantize,
                                                                     ngram_weight=ngram_weight) for p in paths]
@@ -251,4 +269,6 @@ def ensemble_records(models: list[Classifier], outputs: np.ndarray) -> list[dict
     if first.task.kind == "multi-label":
         each = [aligned(np.asarray([m.thresholds]), m.labels, first.labels)[0] for m in models]
         thresholds = list(np.mean(each, axis=0))
+    elif first.task.tuned and all(m.thresholds and len(m.thresholds) == len(first.thresholds) for m in models):
+        thresholds = list(np.mean([m.thresholds for m in models], axis=0))  # a regression's bin cut points
     return first.task.records(outputs, thresholds)

@@ -160,7 +160,7 @@ def evaluate(models: list[str | Path], src: str | Path | Corpus, *, split: str =
     ens = None
     if len(clfs) > 1:
         shipped_t = [_aligned_thresholds(c, labels).get("shipped") for c in clfs]
-        ens_t = list(np.mean(shipped_t, axis=0)) if shape.kind == "multi-label" else None
+        ens_t = list(np.mean(shipped_t, axis=0)) if shape.tuned and all(t for t in shipped_t) else None
         what = "values" if shape.kind == "regression" else "probabilities"
         ens = {"model": f"ensemble (mean of {what})", "direction": "+".join(c.direction for c in clfs),
                **shape.report(y, mean, ens_t)}
@@ -171,7 +171,10 @@ def evaluate(models: list[str | Path], src: str | Path | Corpus, *, split: str =
 
 
 def _aligned_thresholds(clf, labels: list[str]) -> dict[str, list[float] | None]:
-    """A multi-label model's thresholds (shipped, neural, ngram) in `labels` order; {} for the other shapes."""
+    """A model's tuned decisions (shipped, neural, ngram): multi-label thresholds in `labels` order, a regression's
+    bin cut points; {} for the other shapes."""
+    if clf.task.kind == "regression":
+        return {k: t for k, t in clf.part_thresholds.items() if t}
     if clf.task.kind != "multi-label":
         return {}
     return {k: [t[clf.labels.index(lab)] for lab in labels] for k, t in clf.part_thresholds.items() if t}

@@ -23,8 +23,10 @@ from typing import Any
 import numpy as np
 from fastai.callback.core import CancelFitException
 
+from ulmfit import distributed
 from ulmfit._rundir import staged_entries
 from ulmfit.bundle import check_direction, direction_name, read_bundle
+from ulmfit.classify import checkpoint
 from ulmfit.classify.artifact import bundle_config, portable, report_figures, save_classifier
 from ulmfit.classify.config import ClassifierConfig, fit_min_steps
 from ulmfit.classify.data import class_weight_vector, label_counts, prepare_corpus
@@ -102,17 +104,31 @@ class _Setup:
 
 
 def fit_classifier(src, *, lm, out: Path, config: ClassifierConfig, text_col: str | None = None,
-                   label_col: str | None = None, device: str | None = None,
+                   label_col: str | None = None, device: str | None = None, resume: bool = False,
                    log: Callable[[str], None] = print) -> TrainResult:
     """Train one classifier on SRC with the encoder, tokenizer and vocab of the LM bundle `lm`; write
-    OUT/model-best and OUT/model-last. Ctrl-C after the first epoch saves what finished, then re-raises."""
+    OUT/model-best and OUT/model-last. Ctrl-C after the first epoch saves what finished (and keeps
+    OUT/checkpoint), then re-raises; `resume` continues such a run from OUT/checkpoint."""
     set_threads()  # ULMFIT_THREADS, as for the language model
     t0 = time.time()
+    ckpt = checkpoint.find(out, resume)  # before any work: nothing to resume is an error at once
     s = _setup(src, lm, config, text_col, label_col, device, log)
     learn, model = _build(s, log)
-    with RunLog(out) as runlog:
-        history, best, last_state, interrupted = _fit(learn, s.cfg, s.task, log, runlog)
-    result = _choose_and_save(s, model, lm, out, history, best, last_state, interrupted, t0, log)
+    made_with = {"config": s.cfg.to_dict(), "task": s.task.to_dict(), "data": s.corpus.fingerprint,
+                 "vocab": s.store.vocab.fingerprint, "lm": None if s.bundle is None else s.bundle.meta.get("data"),
+                 "processes": distributed.world_size()}  # under torchrun each rank's batches depend on it
+    resumed = checkpoint.load(ckpt, made_with) if ckpt is not None else None
+    if resumed is not None:
+        log(f"resuming from {ckpt} after epoch {len(resumed.history)} (stage {resumed.stage}, epoch "
+            f"{resumed.epoch_in_stage} of it)")
+    with RunLog(out, resume=resumed is not None) as runlog:
+        history, best, last_state, interrupted = _fit(learn, s.cfg, s.task, log, runlog,
+                                                      save=lambda **kw: checkpoint.save(out, made_with=made_with,
+                                                                                        **kw),
+                                                      resumed=resumed, device=s.device)
+    # rank 0 alone scores and writes the bundles under torchrun; every rank returns what it saved
+    result = distributed.from_main(lambda: _choose_and_save(s, model, lm, out, history, best, last_state,
+                                                            interrupted, t0, log), "saving the classifier")
     if interrupted:
         raise KeyboardInterrupt
     return result
@@ -179,22 +195,33 @@ def _build(s: _Setup, log):
     if s.bundle is not None:
         load_encoder(model, s.bundle.load_state("encoder"))
     learn = apply_precision(make_learner(dls, model, cfg, s.task, s.weights), cfg.precision, s.device)
-    return learn, model
+    if (line := distributed.describe(cfg.bs, "documents")) is not None:  # under torchrun: the batch, the lr
+        log(line)
+    return distributed.data_parallel(learn), model
 
 
-def _fit(learn, cfg: ClassifierConfig, task: Task, log, runlog: RunLog):
+def _fit(learn, cfg: ClassifierConfig, task: Task, log, runlog: RunLog, save=None, resumed=None, device=None):
     """One one-cycle per schedule stage, until early stopping (`cfg.patience`) says enough. Returns (history, best
     epoch {epoch, state}, the last finished epoch's weights, interrupted). After a Ctrl-C or SIGTERM mid-epoch the
     "last" weights are those of the last epoch that finished, so model-last holds the epoch its meta names.
-    Every step's train loss and every epoch's metrics go to `runlog` (OUT/logs/)."""
+    Every step's train loss and every epoch's metrics go to `runlog` (OUT/logs/); after every epoch `save(...)`
+    writes the checkpoint (`ulmfit.classify.checkpoint`) that `resumed` continues from."""
     history: list[dict[str, Any]] = []
     best: dict[str, Any] = {"score": None, "state": None, "epoch": 0}
     finished: dict[str, Any] = {"state": None}
-    current = {"stage": 0, "step": 0}  # the step counts across stages (fastai's train_iter restarts each fit)
+    current = {"stage": 0, "in_stage": 0, "step": 0}  # the step counts across stages (fastai's train_iter does not)
     patience = Patience(cfg.patience, cfg.min_delta, task.kind)
+    if resumed is not None:
+        history, best = list(resumed.history), dict(resumed.best)
+        finished["state"] = resumed.last_state
+        learn.model.load_state_dict(resumed.last_state)
+        patience.__dict__.update(resumed.patience)
+        learn.dls.train.epoch = resumed.loader_epoch
+        current["step"] = int(history[-1].get("step", 0)) if history else 0
 
     def on_epoch(m: dict) -> None:
-        m = {"epoch": len(history) + 1, **m}
+        current["in_stage"] += 1
+        m = {"epoch": len(history) + 1, **m, "step": current["step"]}
         history.append(m)
         score = (m["accuracy"], -m["valid_loss"]) if task.kind == "single-label" else (-m["valid_loss"],)
         mark = ""
@@ -202,10 +229,15 @@ def _fit(learn, cfg: ClassifierConfig, task: Task, log, runlog: RunLog):
             best.update(score=score, epoch=m["epoch"], state=snapshot(learn.model))
             mark = "  *best"
         finished["state"] = best["state"] if mark else snapshot(learn.model)
-        shown = "  ".join(f"{k} {v:.4f}" for k, v in m.items() if k not in ("epoch", "stage", "seconds"))
+        shown = "  ".join(f"{k} {v:.4f}" for k, v in m.items() if k not in ("epoch", "stage", "seconds", "step"))
         log(f"epoch {m['epoch']:>2} (stage {m['stage']})  {shown}  {m['seconds']:.1f}s{mark}")
         runlog.epoch(m, step=current["step"])
-        if (why := patience.update(m)) is not None:
+        why = patience.update(m)
+        if save is not None:
+            done = current["in_stage"] == cfg.schedule[current["stage"] - 1].epochs  # a stage boundary: (next, 0)
+            save(stage=current["stage"] + done, epoch_in_stage=0 if done else current["in_stage"], history=history,
+                 best=best, learn=learn, patience=dict(patience.__dict__), loader_epoch=learn.dls.train.epoch)
+        if why is not None:
             log(why)
             raise CancelFitException  # ends this one-cycle; the loop below runs no further stage
 
@@ -216,21 +248,26 @@ def _fit(learn, cfg: ClassifierConfig, task: Task, log, runlog: RunLog):
         runlog.scalar("lr", lr, step=step, epoch=epoch, stage=current["stage"])
 
     learn.add_cb(epoch_callback(lambda: current["stage"], on_epoch, on_step))
+    first_stage, first_epoch = (resumed.stage, resumed.epoch_in_stage) if resumed is not None else (1, 0)
     try:
         for i, st in enumerate(cfg.schedule, 1):
-            if patience.stopped_at is not None:
-                break
-            current["stage"] = i
+            if patience.stopped_at is not None or i < first_stage:
+                continue
+            current["stage"], start = i, first_epoch if i == first_stage else 0
+            current["in_stage"] = start
             if st.freeze_to == 0:
                 learn.unfreeze()
             else:
                 learn.freeze_to(st.freeze_to)
+            if resumed is not None and i == first_stage:
+                resumed.continue_mid_stage(learn, device)
             lr = st.lr if st.lr_div == 1 else slice(st.lr / st.lr_div, st.lr)
-            learn.fit_one_cycle(st.epochs, lr, moms=tuple(cfg.moms), wd=cfg.wd)
+            learn.fit_one_cycle(st.epochs, lr, moms=tuple(cfg.moms), wd=cfg.wd, start_epoch=start)
     except KeyboardInterrupt:
         if not history:
             raise
-        log(f"interrupted after {len(history)} epoch(s): saving model-last and model-best")
+        log(f"interrupted after {len(history)} epoch(s): saving model-last and model-best; --resume continues "
+            "from OUT/checkpoint")
         return history, best, finished["state"], True  # keep what finished epochs learned, as spaCy does
     if patience.stopped_at is not None:
         history[-1]["early_stop"] = {"patience": cfg.patience, "min_delta": cfg.min_delta,
@@ -260,19 +297,19 @@ def _choose_and_save(s: _Setup, model, lm, out: Path, history, best, last_state,
                                              "data": s.bundle.meta.get("data")}
     config = bundle_config(cfg, s.arch, vocab, s.store.tokenizer, labels, task)
     reports: dict[str, dict] = {}
-    with staged_entries(out) as tmp:
+    with staged_entries(out, keep=(checkpoint.CHECKPOINT,) if interrupted else ()) as tmp:
         for name, state in states.items():
             report, calibration, neural = scored[name]
             part = ngram_meta.get(name)  # meta["valid"] is what predict outputs; each part alone in meta["ngram"]
             p_ngram = part.pop("_outputs") if part else None
             outputs = neural if part is None else mix(neural, p_ngram, part["weight"])
             thresholds = neural_thresholds = None
-            if task.kind == "multi-label":  # each output scored with thresholds tuned on it, as predict uses them
-                thresholds = task.tune_thresholds(valid_y, outputs)
-                neural_thresholds = task.tune_thresholds(valid_y, neural)
+            if task.tuned:  # each output scored with the decisions tuned on it, as predict uses them
+                thresholds = task.tune(valid_y, outputs)
+                neural_thresholds = task.tune(valid_y, neural)
                 report = task.report(valid_y, neural, neural_thresholds)
                 if part:
-                    part["thresholds"] = task.tune_thresholds(valid_y, p_ngram)
+                    part["thresholds"] = task.tune(valid_y, p_ngram)
                     part["valid"] = task.report(valid_y, p_ngram, part["thresholds"])
                     part["ensemble_valid"] = task.report(valid_y, outputs, thresholds)
             if part:

@@ -87,7 +87,10 @@ class _EpochLog(Callback):
         self.stage_of, self.on_epoch, self.on_step = stage_of, on_epoch, on_step
 
     def before_epoch(self):
-        self._t0 = time.time()
+        self._t0, self._skipped = time.time(), False
+
+    def after_cancel_epoch(self):  # fastai's start_epoch skips the epochs a resumed run already trained
+        self._skipped = True
 
     def before_train(self):
         self._bar = progress(range(len(self.dl)), desc=f"stage {self.stage_of()} epoch {self.epoch + 1} train",
@@ -108,6 +111,34 @@ class _EpochLog(Callback):
     after_validate = after_train
 
     def after_epoch(self):
+        if getattr(self, "_skipped", True):  # skipped before this callback's before_epoch ran: not an epoch
+            return
         names = list(self.recorder.metric_names[1:-1])  # epoch ... time
         values = {n: float(v) for n, v in zip(names, self.recorder.log[1:len(names) + 1])}
         self.on_epoch({"stage": self.stage_of(), **values, "seconds": round(time.time() - self._t0, 2)})
+
+
+def smooth_loss_state(learn) -> dict:
+    """fastai's smoothed train loss (an average over the whole one-cycle, not reset per epoch): what a resumed run
+    needs to report the same train_loss as the uninterrupted one."""
+    sm = learn.recorder.smooth_loss
+    return {"count": int(sm.count), "val": float(sm.val)}
+
+
+def restore_smooth_loss(state: dict) -> Callback:
+    """A callback that sets the smoothed train loss to `state` once, when the next fit begins (after the Recorder
+    reset it)."""
+    return _RestoreSmooth(state)
+
+
+class _RestoreSmooth(Callback):
+    order = 55  # after Recorder (50) resets it in before_fit
+
+    def __init__(self, state: dict) -> None:
+        self.state = state
+
+    def before_fit(self):
+        if self.state is not None:
+            sm = self.recorder.smooth_loss
+            sm.count, sm.val = self.state["count"], torch.tensor(self.state["val"])
+            self.state = None

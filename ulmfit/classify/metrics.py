@@ -250,9 +250,17 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float:
     return float((a * b).sum() / den) if den > 0 else 0.0
 
 
-def regression_report(y: np.ndarray, pred: np.ndarray, bins: list[float] | None = None) -> dict[str, Any]:
+def binned_accuracy(y: np.ndarray, pred: np.ndarray, bins: list[float], cuts: list[float] | None = None) -> float:
+    """The share of predictions in the true value's bin: the truth binned at `bins`, the prediction at `cuts`
+    (tuned on a validation split; default: `bins`)."""
+    return float((np.digitize(y, bins) == np.digitize(pred, cuts or bins)).mean()) if len(y) else 0.0
+
+
+def regression_report(y: np.ndarray, pred: np.ndarray, bins: list[float] | None = None,
+                      cuts: list[float] | None = None) -> dict[str, Any]:
     """MAE, RMSE, Pearson, Spearman, R² of `pred` against `y`; with bin edges, also the accuracy of the binned
-    prediction against the binned truth (SST-5 from sentiment values: edges 0.2, 0.4, 0.6, 0.8)."""
+    prediction against the binned truth (SST-5 from sentiment values: edges 0.2, 0.4, 0.6, 0.8), the prediction
+    cut at `cuts` when given (tuned on the validation split) and at the edges themselves."""
     y, pred = np.asarray(y, dtype=np.float64), np.asarray(pred, dtype=np.float64)
     err = pred - y
     var = float(((y - y.mean()) ** 2).sum()) if len(y) else 0.0
@@ -263,9 +271,11 @@ def regression_report(y: np.ndarray, pred: np.ndarray, bins: list[float] | None 
            "spearman": _pearson(_ranks(y), _ranks(pred)) if len(y) > 1 else 0.0,
            "r2": 1.0 - float((err ** 2).sum()) / var if var > 0 else 0.0}
     if bins:
-        yt, yp = np.digitize(y, bins), np.digitize(pred, bins)
+        yt, yp = np.digitize(y, bins), np.digitize(pred, cuts or bins)
         rep["bins"] = list(bins)
-        rep["binned_accuracy"] = float((yt == yp).mean()) if len(y) else 0.0
+        rep["cuts"] = list(cuts or bins)
+        rep["binned_accuracy"] = binned_accuracy(y, pred, bins, cuts)
+        rep["binned_accuracy_at_edges"] = binned_accuracy(y, pred, bins)
         rep["binned_confusion"] = confusion_matrix(yt, yp, len(bins) + 1).tolist()
     return rep
 

@@ -7,7 +7,8 @@ text (one document per line); "-" reads stdin (plain lines unless `in_fmt` says 
 Output (format from the extension, or `out_fmt`), by the models' task shape: CSV with `label` and one
 `prob_<label>` column per class (single-label), `labels` (the predicted set, joined by the label delimiter) and
 one `prob_<label>` column per label (multi-label), or `value` (regression); or JSONL with what
-`Classifier.predict` returns: {"label", "probs"}, {"labels", "probs"} or {"value"}. "-" writes JSONL to stdout.
+`Classifier.predict` returns: {"label", "probs"}, {"labels", "probs"} or {"value"} (and "bin" when the model
+has bins; `bin` in CSV). "-" writes JSONL to stdout.
 
 The input is read in chunks (`chunk_size` rows); each chunk is tokenized, sorted by length and batched inside
 the model call, and its results written back in the chunk's original order, so a file of any size streams
@@ -98,13 +99,15 @@ def is_prediction_file(path: Path) -> bool:
             head = f.readline(1 << 20)
     except OSError:
         return False
-    if head.startswith((b"label,prob_", b"labels,prob_")) or head.rstrip(b"\r\n") == b"value":
+    if head.startswith((b"label,prob_", b"labels,prob_")) or head.rstrip(b"\r\n") in (b"value", b"value,bin"):
         return True
     try:
         rec = json.loads(head)
     except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested too deep: not ours
         return False
-    return isinstance(rec, dict) and (("label" in rec or "labels" in rec) and "probs" in rec or set(rec) == {"value"})
+    if not isinstance(rec, dict):
+        return False
+    return ("label" in rec or "labels" in rec) and "probs" in rec or set(rec) in ({"value"}, {"value", "bin"})
 
 
 def _resolve_format(path: str, fmt: str | None, what: str, formats: tuple[str, ...], suffixes: dict[str, str],
@@ -200,7 +203,8 @@ class _Writer:
         self.labels, self.task = models[0].labels, models[0].task
         if fmt == "csv":
             self.csv = csv.writer(f, lineterminator="\n")
-            head = {"single-label": ["label"], "multi-label": ["labels"], "regression": ["value"]}[self.task.kind]
+            head = {"single-label": ["label"], "multi-label": ["labels"],
+                    "regression": ["value", "bin"] if self.task.bins else ["value"]}[self.task.kind]
             probs = [] if self.task.kind == "regression" else [f"prob_{lab}" for lab in self.labels]
             self.csv.writerow(head + probs)
 
@@ -210,7 +214,7 @@ class _Writer:
         records = ensemble_records(self.models, outputs)
         if self.fmt == "csv":
             if self.task.kind == "regression":
-                self.csv.writerows([f"{r['value']:.6g}"] for r in records)
+                self.csv.writerows([f"{r['value']:.6g}", *([r["bin"]] if "bin" in r else [])] for r in records)
                 return
             first = (lambda r: r["label"]) if self.task.kind == "single-label" else \
                 (lambda r: self.task.delimiter.join(r["labels"]))

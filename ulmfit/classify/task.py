@@ -179,8 +179,43 @@ class Task:
         elif self.kind == "multi-label":
             rep = metrics.multilabel_report(y, out, self.labels, thresholds or [0.5] * len(self.labels))
         else:
-            rep = metrics.regression_report(y, out[:, 0], self.bins)
+            rep = metrics.regression_report(y, out[:, 0], self.bins, cuts=thresholds)
         return {"task": self.kind, **rep}
+
+    @property
+    def tuned(self) -> bool:
+        """Whether its decisions are tuned on the valid split: a threshold per label (multi-label), the cut points
+        between bins (a regression with bins)."""
+        return self.kind == "multi-label" or (self.kind == "regression" and bool(self.bins))
+
+    def tune(self, y: np.ndarray, out: np.ndarray) -> list[float] | None:
+        """The tuned decisions for outputs `out` against gold `y` (`tuned`), else None."""
+        if self.kind == "multi-label":
+            return self.tune_thresholds(y, out)
+        if self.kind == "regression" and self.bins:
+            return self.tune_cuts(y, out[:, 0])
+        return None
+
+    def tune_cuts(self, y: np.ndarray, pred: np.ndarray) -> list[float]:
+        """Regression with bins: the cut points on the predicted value that bin it most accurately against the
+        binned truth (coordinate ascent from the bin edges, candidates at the predictions' quantiles). A model
+        trained on squared error pulls its predictions toward the mean, so the extreme bins are under-predicted
+        when the prediction is cut at the truth's own edges."""
+        from ulmfit.classify.metrics import binned_accuracy
+
+        cuts = list(self.bins)
+        candidates = np.unique(np.quantile(pred, np.linspace(0, 1, 201)))
+        best = binned_accuracy(y, pred, self.bins, cuts)
+        for _ in range(3):
+            for k in range(len(cuts)):
+                lo = cuts[k - 1] if k else -np.inf
+                hi = cuts[k + 1] if k + 1 < len(cuts) else np.inf
+                for c in candidates[(candidates > lo) & (candidates < hi)]:
+                    trial = cuts[:k] + [float(c)] + cuts[k + 1:]
+                    acc = binned_accuracy(y, pred, self.bins, trial)
+                    if acc > best + 1e-12:
+                        best, cuts = acc, trial
+        return cuts
 
     def tune_thresholds(self, y: np.ndarray, probs: np.ndarray) -> list[float]:
         """Multi-label: per label, the threshold with the best F1 on (y, probs); 0.5 for a label with no
@@ -197,9 +232,12 @@ class Task:
 
     def records(self, out: np.ndarray, thresholds: list[float] | None = None) -> list[dict[str, Any]]:
         """One dict per text, what `Classifier.predict` returns and `predict` writes as JSON lines:
-        {"label", "probs"} | {"labels", "probs"} | {"value"}."""
+        {"label", "probs"} | {"labels", "probs"} | {"value"} (and "bin", from 0, when the task has bins)."""
         if self.kind == "regression":
-            return [{"value": float(v)} for v in out[:, 0]]
+            if not self.bins:
+                return [{"value": float(v)} for v in out[:, 0]]
+            bins = np.digitize(out[:, 0], thresholds or self.bins)  # the bin, cut where the valid split said
+            return [{"value": float(v), "bin": int(b)} for v, b in zip(out[:, 0], bins)]
         if self.kind == "multi-label":
             t = np.asarray(thresholds or [0.5] * len(self.labels))
             return [{"labels": [lab for lab, on in zip(self.labels, row >= t) if on],

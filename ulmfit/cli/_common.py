@@ -21,7 +21,9 @@ _OUT = ("Output folder of the run. Only the run's own entries are written there 
         "other files in it are left alone. A folder holding another run is refused unless {unless}; one run per "
         "folder at a time (a lock).")
 Out = Annotated[Path, typer.Option("--out", "-o", help=_OUT.format(
-    entries="model-best/, model-last/, and teacher/ and pseudo-labels.csv with --self-train", unless="--overwrite"))]
+    entries="model-best/, model-last/, logs/ (metrics as they happen), checkpoint/ (while the run is unfinished: "
+    "--resume continues it), and teacher/ and pseudo-labels.csv with --self-train",
+    unless="--overwrite or --resume"))]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace the run already in --out (its model-best/, "
                                          "model-last/ ...; other files in the folder are kept).")]
 Seed = Annotated[int, typer.Option("--seed", help="Random seed: the same seed gives the same splits, batches and weights on CPU.")]
@@ -63,7 +65,7 @@ InferBs = Annotated[Optional[int], typer.Option("--bs", help="Documents per batc
 # ---- pretrain and lm-finetune ---------------------------------------------------------------------------
 
 LmOut = Annotated[Path, typer.Option("--out", "-o", help=_OUT.format(
-    entries="model-best/, model-last/, checkpoint/", unless="--overwrite or --resume"))]
+    entries="model-best/, model-last/, checkpoint/, logs/ (metrics as they happen)", unless="--overwrite or --resume"))]
 Corpus = Annotated[str, typer.Argument(
     help="Corpus: a registered dataset name or a path (folder, .tar.gz, .csv, .tsv, .jsonl, "
     ".parquet). Labels are ignored; the test split is never read.")]

@@ -9,7 +9,8 @@ import typer
 
 from ulmfit import distributed
 from ulmfit.classify.config import resolve_config
-from ulmfit.cli._common import Bs, Config, Device, Epochs, LabelCol, Out, Overwrite, Preset, Seed, Set, Task, TextCol
+from ulmfit.cli._common import (Bs, Config, Device, Epochs, LabelCol, Out, Overwrite, Preset, Resume, Seed, Set, Task,
+                                TextCol)
 from ulmfit.errors import UlmfitError
 
 Lm = Annotated[Optional[str], typer.Option(
@@ -86,6 +87,7 @@ def register(app: typer.Typer) -> None:
         lm: Lm = None,
         out: Out = Path("models/classifier"),
         overwrite: Overwrite = False,
+        resume: Resume = False,
         preset: Preset = "small",
         config: Config = None,
         set_: Set = None,
@@ -115,7 +117,7 @@ def register(app: typer.Typer) -> None:
         from ulmfit.classify.train import train_classifier  # torch and fastai: after the config is known to be good
 
         result = train_classifier(src, lm=lm, out=out, config=cfg, text_col=text_col, label_col=label_col,
-                                  device=device, unlabeled=unlabeled, overwrite=overwrite)
+                                  device=device, unlabeled=unlabeled, overwrite=overwrite, resume=resume)
         from ulmfit.classify.fit import describe_report, headline
 
         line = f"{result.best}\tvalid {describe_report(result.valid)}"

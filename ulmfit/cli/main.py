@@ -15,8 +15,8 @@ from ulmfit.errors import UlmfitError
 app = typer.Typer(
     name="ulmfit",
     help="ULMFiT transfer learning for text: tokenize, pretrain and fine-tune AWD-LSTM or QRNN language models, "
-    "train classifiers with discriminative learning rates and gradual unfreezing, evaluate, ensemble, predict "
-    "and generate.",
+    "train classifiers (one label, several labels or a number per text) with discriminative learning rates and "
+    "gradual unfreezing, evaluate, ensemble, predict, generate, explain, serve over HTTP and export to ONNX.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -46,12 +46,13 @@ def _root(
 
 def _register() -> None:
     # Imported here, not at top, so a broken command module cannot break `ulmfit --help` for the others.
-    from ulmfit.cli import (classify, data, evaluate, explain, export, generate, lm_finetune, predict, pretrain,
-                            quickstart, runs, serve)
+    from ulmfit.cli import (classify, data, data_merge, evaluate, explain, export, generate, lm_finetune, lr_find,
+                            predict, pretrain, quickstart, runs, serve, suggest)
 
     app.add_typer(data.app, name="data")
-    for mod in (pretrain, lm_finetune, classify, evaluate, predict, explain, serve, export, generate, runs,
-                quickstart):
+    data_merge.register(data.app)
+    for mod in (pretrain, lm_finetune, lr_find, classify, evaluate, predict, suggest, explain, serve, export,
+                generate, runs, quickstart):
         mod.register(app)
 
 

@@ -4,6 +4,9 @@ Written after every epoch, atomically: state.pt (model, optimizer, RNG states), 
 metrics, best epoch, and what the run was made with), the tokenizer and vocabulary. A resumed run checks that it
 trains the same data with the same options, reloads all of it, and sets the same batches, learning rates and
 dropout masks as the uninterrupted run would have. The checkpoint is removed once the run is complete.
+
+Under torchrun rank 0 writes it (every rank holds the same weights and optimizer state) and every rank reads it
+back, so OUT must be on a filesystem all ranks see; a run resumes with as many processes as it had.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import numpy as np
 import torch
 from fastcore.foundation import L
 
+from ulmfit import distributed
 from ulmfit._io import atomic_dir, read_json, write_json
 from ulmfit.bundle import direction_name
 from ulmfit.data import Corpus
@@ -67,9 +71,12 @@ def rebuild_store(ckpt: Path, corpus: Corpus) -> TokenStore:
 
 
 def save(run: Run, phase_idx: int, epoch_in_phase: int) -> None:
-    """Write OUT/checkpoint after an epoch: `epoch_in_phase` epochs of phase `phase_idx` are done."""
+    """Write OUT/checkpoint after an epoch: `epoch_in_phase` epochs of phase `phase_idx` are done (rank 0)."""
+    if not distributed.is_main():
+        return
+    model = distributed.unwrap(run.learn.model)
     with atomic_dir(run.out / CHECKPOINT) as tmp:
-        torch.save({"model": {k: v.detach().cpu() for k, v in run.learn.model.state_dict().items()},
+        torch.save({"model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                     "opt": _plain(run.learn.opt.state_dict()), "rng": capture_rng_state()}, tmp / "state.pt")
         write_json(tmp / "progress.json", {
             "stage": run.stage, "lm_config": run.cfg.to_dict(), "seed": run.seed,
@@ -77,7 +84,7 @@ def save(run: Run, phase_idx: int, epoch_in_phase: int) -> None:
             "vocab_fingerprint": run.store.vocab.fingerprint, "phase": phase_idx,
             "epoch_in_phase": epoch_in_phase, "metrics": run.metrics, "best_epoch": run.best_epoch,
             "best_valid_loss": None if math.isinf(run.best_loss) else run.best_loss,
-            "best_written": run.best_written})
+            "best_written": run.best_written, "processes": distributed.world_size()})
         run.store.vocab.save(tmp / "vocab.json")
         (tmp / "tokenizer").mkdir()
         run.store.tokenizer.save(tmp / "tokenizer")
@@ -87,6 +94,13 @@ def restore(run: Run, ckpt: Path, dev) -> Resumed:
     """Load model weights, metrics and best epoch from OUT/checkpoint into `run`; the optimizer and RNG states
     come back in the Resumed, applied right before training continues."""
     prog = read_json(ckpt / "progress.json")
+    made_with = prog.get("processes", 1)  # checkpoints from before torchrun support: one process
+    if made_with != distributed.world_size():
+        # each rank's rows (and so every batch) depend on the number of processes
+        raise UlmfitError(f"the checkpoint in {ckpt} was made by {made_with} process(es), this run has "
+                          f"{distributed.world_size()}",
+                          hint=f"resume with {made_with} processes (torchrun), as the run started" if made_with > 1
+                               else "resume without torchrun, as the run started")
     mismatch = [k for k, ours in (("stage", run.stage), ("lm_config", run.cfg.to_dict()), ("seed", run.seed),
                                   ("direction", direction_name(run.backwards)),
                                   ("data_fingerprint", run.corpus.fingerprint),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +22,21 @@ from ulmfit.errors import UlmfitError
 
 @dataclass
 class LMConfig:
-    # ---- architecture: an encoder (fastai's AWD_LSTM or ulmfit.lm.qrnn.QRNN) + fastai's LinearDecoder ---------
+    # ---- architecture: an encoder (fastai's AWD_LSTM or ulmfit.lm.qrnn.QRNN) + an output layer (softmax) -------
     arch: str = "awd_lstm"     # "awd_lstm" (ULMFiT) | "qrnn" (MultiFiT: gates for all steps from one convolution)
     emb_sz: int = 400          # embedding size; also the last layer's output size (tied to the decoder)
     n_hid: int = 1152          # hidden size of the inner LSTM/QRNN layers
     n_layers: int = 3          # stacked LSTM/QRNN layers (ULMFiT: 3)
     tie_weights: bool = True   # decoder weight = embedding matrix (Inan/Press & Wolf): fewer params, better ppl
     out_bias: bool = True      # bias on the softmax decoder
+    # The output layer. "full": one softmax over the vocabulary (fastai's LinearDecoder). "adaptive": Grave et al.
+    # 2017's adaptive softmax (ulmfit.lm.adaptive): a head softmax over the frequent words + one logit per tail
+    # cluster of rarer words, each cluster behind a narrower projection; cheaper to train, still an exact
+    # distribution. With tie_weights its head words share the embedding's rows.
+    softmax: str = "full"
+    adaptive_cutoffs: tuple[int, ...] = (2000, 10000)  # ids below the first cutoff are the head; each next range a
+                               # tail cluster (ids are frequency ranks); cutoffs at or past the vocab size are dropped
+    adaptive_div: float = 4.0  # tail cluster i's projection is emb_sz / adaptive_div**(i+1) wide
     # Dropouts are fastai's awd_lstm_lm_config; every one is multiplied by drop_mult (ULMFiT's single knob).
     drop_mult: float = 1.0
     output_p: float = 0.1      # on the last LSTM output, before the decoder
@@ -66,16 +75,21 @@ class LMConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["moms"] = list(self.moms)
+        d["adaptive_cutoffs"] = list(self.adaptive_cutoffs)
         return d
 
     def arch_dict(self, vocab_size: int | None = None) -> dict[str, Any]:
-        """The model description written into config.json["arch"]: {"name": arch, sizes, unscaled dropouts,
-        drop_mult}."""
+        """The model description written into config.json["arch"]: {"name": arch, sizes, "softmax" (adaptive: the
+        cutoffs this vocabulary keeps and the div value), unscaled dropouts, drop_mult}."""
         out: dict[str, Any] = {"name": self.arch}
         if vocab_size is not None:
             out["vocab_size"] = vocab_size
         out.update({k: getattr(self, k) for k in ARCH_KEYS})
         out.update(pad_token=1, bidir=False)
+        if self.softmax == "adaptive":  # the cutoffs this vocabulary keeps: what the weights are shaped by
+            out["adaptive_cutoffs"] = (adaptive_cutoffs(self.adaptive_cutoffs, vocab_size) if vocab_size is not None
+                                       else list(self.adaptive_cutoffs))
+            out["adaptive_div"] = self.adaptive_div
         return out
 
     def tokenizer_spec(self) -> dict[str, Any]:
@@ -84,10 +98,23 @@ class LMConfig:
                 "sp_vocab_size": self.sp_vocab_size, "max_vocab": self.max_vocab, "min_freq": self.min_freq}
 
 
-ARCH_KEYS = ("emb_sz", "n_hid", "n_layers", "tie_weights", "out_bias", "drop_mult",
+ARCH_KEYS = ("emb_sz", "n_hid", "n_layers", "tie_weights", "out_bias", "softmax", "drop_mult",
              "output_p", "hidden_p", "input_p", "embed_p", "weight_p")
+ADAPTIVE_KEYS = ("adaptive_cutoffs", "adaptive_div")
 TOKENIZER_KEYS = ("tokenizer", "lang", "max_vocab", "min_freq", "sp_vocab_size", "sp_model_type")
 ARCHS = ("awd_lstm", "qrnn")
+SOFTMAXES = ("full", "adaptive")
+
+
+def adaptive_cutoffs(cutoffs: Iterable[int], vocab_size: int) -> list[int]:
+    """The cutoffs a vocabulary of `vocab_size` keeps (those below it); none left is an error: the adaptive softmax
+    would be a full one."""
+    kept = [int(c) for c in cutoffs if c < vocab_size]
+    if not kept:
+        raise UlmfitError(f"adaptive_cutoffs {list(cutoffs)} leave no tail cluster in a vocabulary of {vocab_size} "
+                          "tokens", hint=f"set cutoffs below {vocab_size}, e.g. --set adaptive_cutoffs="
+                                         f"[{max(1, vocab_size // 4)}], or use --set softmax=full")
+    return kept
 
 # Presets: only what differs from the defaults above (which are the ULMFiT paper's model), one reason a knob.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -195,6 +222,11 @@ def validate(cfg: LMConfig) -> None:
     need(len(cfg.moms) == 3 and all(0.0 <= m < 1.0 for m in cfg.moms), "moms", "three numbers in [0, 1)")
     need(cfg.precision in PRECISIONS, "precision", f"one of {', '.join(PRECISIONS)}")
     need(cfg.arch in ARCHS, "arch", " or ".join(f'"{a}"' for a in ARCHS))
+    need(cfg.softmax in SOFTMAXES, "softmax", " or ".join(f'"{a}"' for a in SOFTMAXES))
+    cuts = list(cfg.adaptive_cutoffs)
+    need(len(cuts) >= 1 and cuts[0] >= 1 and all(a < b for a, b in pairwise(cuts)), "adaptive_cutoffs",
+         "increasing ids >= 1, e.g. [2000, 10000]")
+    need(cfg.adaptive_div >= 1.0, "adaptive_div", ">= 1")
     need(cfg.tokenizer in ("rules", "sentencepiece"), "tokenizer", '"rules" or "sentencepiece"')
     need(cfg.sp_model_type in ("unigram", "bpe"), "sp_model_type", '"unigram" or "bpe"')
 
@@ -255,7 +287,10 @@ def format_schedule(phases: list[Phase]) -> str:
 
 def format_config(cfg: LMConfig) -> str:
     d = cfg.to_dict()
-    groups = (("model", ("arch",) + ARCH_KEYS + ("alpha", "beta")),
+    model = ["arch", *ARCH_KEYS, "alpha", "beta"]
+    if cfg.softmax == "adaptive":
+        model[model.index("softmax") + 1:model.index("softmax") + 1] = ADAPTIVE_KEYS
+    groups = (("model", model),
               ("training", ("epochs", "bs", "min_steps", "seq_len", "lr", "ft_frozen_lr", "ft_freeze_epochs", "ft_lr",
                             "ft_extend_vocab", "moms", "pct_start", "wd", "clip")),
               ("tokenizer", TOKENIZER_KEYS))
@@ -265,14 +300,14 @@ def format_config(cfg: LMConfig) -> str:
 MIN_BS = 16  # fit_min_steps halves bs no further: smaller batches run slower per token on a CPU
 
 
-def fit_min_steps(cfg: LMConfig, n_tokens: int, epochs: int,
-                  n_valid_tokens: int | None = None) -> tuple[LMConfig, str | None]:
+def fit_min_steps(cfg: LMConfig, n_tokens: int, epochs: int, n_valid_tokens: int | None = None,
+                  world_size: int = 1) -> tuple[LMConfig, str | None]:
     """More optimizer steps for little text: while `n_tokens` over `epochs` give fewer than `cfg.min_steps`
     steps, halve bs (not below MIN_BS). Then, if the training or validation text is too short for one batch of
     bs rows x seq_len (a small target corpus), the largest bs that fits. Returns the config to train with and a
-    line saying what changed."""
+    line saying what changed. With `world_size` processes a step reads world_size*bs rows (bs per process)."""
     def steps(bs: int) -> int:
-        return n_tokens // (bs * cfg.seq_len) * epochs
+        return n_tokens // (world_size * bs * cfg.seq_len) * epochs
 
     notes = []
     bs = engine.halve_batch(cfg.bs, MIN_BS, lambda b: cfg.min_steps <= 0 or steps(b) >= cfg.min_steps)
@@ -281,11 +316,12 @@ def fit_min_steps(cfg: LMConfig, n_tokens: int, epochs: int,
                      f"{steps(cfg.bs):,} optimizer steps at bs {cfg.bs}, fewer than min_steps {cfg.min_steps}: "
                      f"training at bs {bs} ({steps(bs):,} steps; --set min_steps=0 keeps bs {cfg.bs})")
     shortest = min(n_tokens, n_valid_tokens if n_valid_tokens is not None else n_tokens)
-    fits = (shortest - 1) // cfg.seq_len  # rows of seq_len tokens the shorter split holds
+    fits = (shortest - 1) // cfg.seq_len // world_size  # rows of seq_len tokens per process the shorter split holds
     if 1 <= fits < bs:
         which = "validation" if n_valid_tokens is not None and n_valid_tokens < n_tokens else "training"
+        per = f" for each of {world_size} processes" if world_size > 1 else ""
         notes.append(f"the {which} text has {shortest:,} tokens, too few for one batch of {bs} rows x seq_len "
-                     f"{cfg.seq_len}: training at bs {fits}")
+                     f"{cfg.seq_len}{per}: training at bs {fits}")
         bs = fits
     if bs == cfg.bs:
         return cfg, None

@@ -27,14 +27,14 @@ class LanguageModel:
 
     @classmethod
     def load(cls, path: str | Path, device: str | None = None) -> LanguageModel:
-        from ulmfit.lm.model import build_lm
+        from ulmfit.lm.model import build_lm, load_lm_state
         from ulmfit.runtime import resolve_device, set_threads
 
         set_threads()  # ULMFIT_THREADS, else torch's default
         bundle = read_bundle(path, stage="lm")
         dev = resolve_device(device)
         model = build_lm(bundle.arch)
-        model.load_state_dict(bundle.load_state("model"))
+        load_lm_state(model, bundle.load_state("model"), f"the model {bundle.path}")  # a mismatch: one line
         model.to(dev).eval()
         return cls(bundle, model, dev)
 

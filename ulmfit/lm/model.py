@@ -8,9 +8,14 @@ checkpoints::
     SequentialRNN(
       0: AWD_LSTM | QRNN   encoder      (bs, sl) ids -> (bs, sl, emb_sz)
       1: LinearDecoder     decoder      (bs, sl, emb_sz) -> logits (bs, sl, vocab), raw out, dropped-out out
+       | AdaptiveSoftmax                (bs, sl, emb_sz) -> its input (bs, sl, emb_sz), raw out, dropped-out out
     )
 
-Weights of one architecture never load into the other: `check_state_arch` says so in one line.
+config.json["arch"]["softmax"] chooses the output layer: "full" (fastai's LinearDecoder; bundles without the key)
+or "adaptive" (`ulmfit.lm.adaptive`, cutoffs in arch["adaptive_cutoffs"]). What differs between the two is kept
+here: the learner's loss and metrics (`lm_loss`, `lm_metrics`) and the next-token scores (`next_token_scores`).
+Weights of one architecture or output layer never load into the other: `check_state_arch` and
+`check_state_softmax` say so in one line.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ulmfit.errors import UlmfitError
-from ulmfit.lm.config import ARCHS
+from ulmfit.lm.config import ARCHS, SOFTMAXES
 
 if TYPE_CHECKING:
     import torch
@@ -72,6 +77,20 @@ def check_state_arch(state: dict[str, Any], want: str, what: str) -> None:
                           hint=f"weights load only into the architecture they were trained as (arch={found})")
 
 
+def check_state_softmax(state: dict[str, Any], want: str, what: str) -> None:
+    """LM weights of one output layer offered to a model built with the other: one clear error instead of a list
+    of keys (an adaptive softmax has `1.cluster_weight`, fastai's LinearDecoder `1.decoder.*`)."""
+    from ulmfit.lm.adaptive import is_adaptive_state
+
+    found = ("adaptive" if is_adaptive_state(state) else
+             "full" if any(k.startswith("1.decoder.") for k in state) else None)
+    if found is not None and found != want:
+        layer = {"full": "a full softmax", "adaptive": "an adaptive softmax"}
+        raise UlmfitError(f"{what} has {layer[found]} output layer but the model here is built with {layer[want]} "
+                          f"(softmax mismatch)",
+                          hint=f"weights load only into the output layer they were trained with (softmax={found})")
+
+
 def module_arch(encoder: Any) -> str:
     """The arch name of an encoder module (AWD_LSTM or QRNN)."""
     from ulmfit.lm.qrnn import QRNN
@@ -88,15 +107,71 @@ def fastai_config(arch: dict[str, Any]) -> dict[str, Any]:
                 tie_weights=arch.get("tie_weights", True), out_bias=arch.get("out_bias", True))
 
 
+def softmax_name(arch: dict[str, Any]) -> str:
+    """The output layer named by an arch dict ("full" when the dict has no softmax: bundles from before it)."""
+    name = arch.get("softmax", "full")
+    if name not in SOFTMAXES:
+        raise UlmfitError(f"unknown output layer softmax={name!r} in the model's config.json",
+                          hint=f"known: {', '.join(SOFTMAXES)}; the bundle may come from a newer ulmfit")
+    return name
+
+
 def build_lm(arch: dict[str, Any], vocab_size: int | None = None) -> SequentialRNN:
-    """A freshly initialised LM of arch["name"]; dropouts are multiplied by arch["drop_mult"] as in fastai."""
+    """A freshly initialised LM of arch["name"] with the output layer of arch["softmax"]; dropouts are multiplied by
+    arch["drop_mult"] as in fastai."""
     from fastai.text.models.core import get_language_model
 
     vocab_size = vocab_size if vocab_size is not None else arch["vocab_size"]
     model = get_language_model(encoder_class(arch), vocab_size, config=fastai_config(arch),
                                drop_mult=arch.get("drop_mult", 1.0))
+    if softmax_name(arch) == "adaptive":  # fastai's encoder as it is; only the output layer is swapped
+        from ulmfit.lm.adaptive import AdaptiveSoftmax
+
+        model[1] = AdaptiveSoftmax(vocab_size, arch["emb_sz"], arch["adaptive_cutoffs"], arch["adaptive_div"],
+                                   output_p=arch["output_p"] * arch.get("drop_mult", 1.0),
+                                   tie_encoder=model[0].encoder if arch.get("tie_weights", True) else None,
+                                   bias=arch.get("out_bias", True))
     fix_weight_dropout(model[0])
     return model
+
+
+def is_adaptive(model: torch.nn.Module) -> bool:
+    """Whether the LM's output layer is an adaptive softmax."""
+    from ulmfit.lm.adaptive import AdaptiveSoftmax
+
+    return isinstance(model[1], AdaptiveSoftmax)
+
+
+def lm_loss(model: torch.nn.Module) -> Any:
+    """The learner's loss on the model's output: flattened cross entropy over the logits, or the adaptive softmax's
+    mean NLL of its input."""
+    from fastai.losses import CrossEntropyLossFlat
+
+    if is_adaptive(model):
+        from ulmfit.lm.adaptive import AdaptiveLoss
+
+        return AdaptiveLoss(model[1])
+    return CrossEntropyLossFlat()
+
+
+def lm_metrics(model: torch.nn.Module) -> list:
+    """accuracy (argmax of the full distribution) and perplexity (exp of the validation loss, an exact NLL with
+    either output layer)."""
+    from fastai.learner import AvgMetric
+    from fastai.metrics import Perplexity, accuracy
+
+    if is_adaptive(model):
+        from ulmfit.lm.adaptive import adaptive_accuracy
+
+        return [AvgMetric(adaptive_accuracy(model[1])), Perplexity()]
+    return [accuracy, Perplexity()]
+
+
+def next_token_scores(model: torch.nn.Module, h: torch.Tensor) -> torch.Tensor:
+    """(..., emb) last-layer outputs -> (..., vocab) scores whose softmax is the model's next-token distribution:
+    the full decoder's logits, or the adaptive softmax's normalized log-probabilities. No output dropout."""
+    out = model[1]
+    return out.log_prob(h) if is_adaptive(model) else out.decoder(h)
 
 
 _SAFE_WD: type | None = None
@@ -187,10 +262,12 @@ def load_lm_state(model: torch.nn.Module, state: dict[str, torch.Tensor], what: 
     """Load weights by name, turning any key/shape mismatch into one clear UlmfitError."""
     arch = module_arch(model[0])
     check_state_arch(state, arch, what)
+    check_state_softmax(state, "adaptive" if is_adaptive(model) else "full", what)
     state = normalize_state(state)
-    if "1.decoder.weight" not in state and "0.encoder.weight" in state:
-        state["1.decoder.weight"] = state["0.encoder.weight"]
     own = model.state_dict()
+    for tied in ("1.decoder.weight", "1.embedding.weight"):  # the tied output layer: the embedding's alias
+        if tied in own and tied not in state and "0.encoder.weight" in state:
+            state[tied] = state["0.encoder.weight"]
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()

@@ -15,6 +15,7 @@ from typing import Any
 from ulmfit.bundle import check_direction, locate, read_bundle
 from ulmfit.data import Corpus, get_dataset
 from ulmfit.errors import UlmfitError
+from ulmfit.lm.adaptive import extend_state, is_adaptive_state
 from ulmfit.lm.config import TOKENIZER_KEYS, LMConfig
 from ulmfit.lm.model import arch_from_state, normalize_state
 from ulmfit.lm.wt103 import extend_embeds, find_checkpoint, load_itos, load_pth_state, match_embeds
@@ -56,7 +57,10 @@ def adopt_pretrained_arch(cfg: LMConfig, source: dict, explicit: set[str] | froz
         arch = b.arch
         lm_cfg = b.config.get("lm_config", {})
         size_keys = ("emb_sz", "n_hid", "n_layers", "tie_weights", "out_bias")
-        taken = {"arch": arch.get("name", "awd_lstm"), **{k: arch[k] for k in size_keys if k in arch}}
+        taken = {"arch": arch.get("name", "awd_lstm"), **{k: arch[k] for k in size_keys if k in arch},
+                 "softmax": arch.get("softmax", "full")}
+        if taken["softmax"] == "adaptive":  # the cutoffs the pretrained vocabulary kept
+            taken.update(adaptive_cutoffs=tuple(arch["adaptive_cutoffs"]), adaptive_div=arch["adaptive_div"])
         tok_spec = b.config.get("tokenizer", {})
         tok_vals = {"tokenizer": tok_spec.get("kind"), "lang": tok_spec.get("lang"),
                     "max_vocab": tok_spec.get("max_vocab"), "min_freq": tok_spec.get("min_freq"),
@@ -67,15 +71,20 @@ def adopt_pretrained_arch(cfg: LMConfig, source: dict, explicit: set[str] | froz
         state = normalize_state(load_pth_state(source["checkpoint"].weights))
         found = arch_from_state(state)
         taken = {"arch": "awd_lstm", **{k: found[k] for k in ("emb_sz", "n_hid", "n_layers", "out_bias")}}
-        taken["tie_weights"] = True
+        taken.update(tie_weights=True, softmax="full")
         tok_vals = {"tokenizer": "rules", "lang": "en"}
         lm_cfg = {}
         what = f"fastai's checkpoint {source['name']}"
+    vocab_size = source["bundle"].arch.get("vocab_size") if source["kind"] == "bundle" else None
     for k, v in {**taken, **tok_vals}.items():
-        if k in explicit and getattr(cfg, k) != v:
+        mine = getattr(cfg, k)
+        if k == "adaptive_cutoffs" and vocab_size:  # cutoffs past the vocabulary were dropped from the bundle's
+            mine = tuple(c for c in mine if c < vocab_size)
+        if k in explicit and mine != v:
             kind = "tokenizer" if k in TOKENIZER_KEYS else "architecture"
             raise UlmfitError(f"{what} has {k}={v!r} but you asked for {k}={getattr(cfg, k)!r} ({kind} mismatch)",
-                              hint=f"drop the {k} override: lm-finetune keeps the pretrained {kind}")
+                              hint=f"drop the {k} override: lm-finetune keeps the pretrained {kind}"
+                                   + (" (an output layer is not converted into the other)" if k == "softmax" else ""))
     changes = dict(taken)
     changes.update(tok_vals)
     # dropouts are a fine-tuning choice (drop_mult); the base dropout ratios follow the pretrained model
@@ -129,7 +138,9 @@ def _extend_vocab(source: dict, corpus: Corpus, n_max: int) -> tuple[TokenStore,
     itos = old + new
     itos += [FAKE] * (-len(itos) % 8)                      # fastai keeps vocab sizes a multiple of 8
     vocab = Vocab(itos)
-    state = extend_embeds(normalize_state(b.load_state("model")), len(itos))
+    state = normalize_state(b.load_state("model"))
+    # an adaptive softmax: the new ids join its last (rarest) tail cluster
+    state = extend_state(state, len(itos)) if is_adaptive_state(state) else extend_embeds(state, len(itos))
     source["extended"] = {"added": len(new), "pretrained_vocab": len(old), "vocab": len(itos)}
     store = build_store(corpus, tokenizer=b.tokenizer, vocab=vocab)
     return store, state, (f"extending the pretrained vocabulary of {len(old)} tokens with {len(new)} frequent "

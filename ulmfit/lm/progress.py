@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from fastai.callback.core import Callback
 from fastai.imports import noop  # the very object ProgressCallback compares with (not fastcore's)
 
+from ulmfit import distributed
 from ulmfit.errors import UlmfitError
 from ulmfit.lm.config import Phase
 from ulmfit.runtime import seed_epoch
@@ -53,7 +54,13 @@ def epoch_callback(run: Run, phase_idx: int, phase: Phase, epoch_offset: int, st
 
         def after_batch(self) -> None:
             if self.training:
-                self.loss_sum += float(self.learn.loss.detach())
+                loss = float(self.learn.loss.detach())
+                run.step += 1
+                if run.runlog is not None:
+                    run.runlog.scalar("train_loss", loss, step=run.step, epoch=self.global_epoch + 1)
+                    run.runlog.scalar("lr", float(self.opt.hypers[-1]["lr"]), step=run.step,
+                                      epoch=self.global_epoch + 1)
+                self.loss_sum += loss
                 self.n_batches += 1
                 self.n_tokens += self.xb[0].numel()
                 now = time.perf_counter()
@@ -67,6 +74,9 @@ def epoch_callback(run: Run, phase_idx: int, phase: Phase, epoch_offset: int, st
         def after_epoch(self) -> None:
             vals = dict(zip(self.recorder.metric_names[2:], self.recorder.final_record[1:]))
             train_time = time.perf_counter() - self.t0
+            # under torchrun each rank trained on its own rows: the loss and tokens of the epoch are all ranks'
+            self.loss_sum, self.n_batches, self.n_tokens = distributed.sum_over_ranks(
+                self.loss_sum, self.n_batches, self.n_tokens)
 
             def num(v):
                 return None if v is None else float(v)
@@ -75,7 +85,9 @@ def epoch_callback(run: Run, phase_idx: int, phase: Phase, epoch_offset: int, st
                    "train_loss": self.loss_sum / max(self.n_batches, 1),
                    "valid_loss": num(vals.get("valid_loss")), "accuracy": num(vals.get("accuracy")),
                    "perplexity": num(vals.get("perplexity")), "seconds": round(train_time, 2),
-                   "train_tokens_per_s": round(self.n_tokens / max(train_time, 1e-9), 1)}
+                   "train_tokens_per_s": round(self.n_tokens / max(train_time, 1e-9), 1), "step": run.step}
+            if run.runlog is not None:
+                run.runlog.epoch(row, step=run.step)
             self._write([str(row["epoch"])] + [f"{row[k]:.6f}" if row[k] is not None else "-"
                                                for k in columns[1:5]] + [f"{train_time:.0f}s"])
             run.end_epoch(phase_idx, start_in_phase + self.epoch + 1, row)

@@ -10,6 +10,9 @@ The recipe, top to bottom:
               loss improved; OUT/model-last/ in a `finally:`
     cleanup   model-best's meta marked complete, the checkpoint removed
 `resume=True` restores the checkpoint and continues with the same batches and schedule.
+
+Under torchrun every rank runs this same recipe (`ulmfit.distributed`): each trains on its own rows of the stream,
+rank 0 alone locks OUT, writes and prints.
 """
 
 from __future__ import annotations
@@ -29,11 +32,10 @@ from fastai.callback.rnn import ModelResetter, RNNCallback, RNNRegularizer
 from fastai.callback.schedule import combined_cos
 from fastai.callback.training import GradientClip
 from fastai.learner import Learner
-from fastai.losses import CrossEntropyLossFlat
-from fastai.metrics import Perplexity, accuracy
 from fastai.optimizer import Adam
 from fastai.text.models.awdlstm import awd_lstm_lm_split
 
+from ulmfit import distributed
 from ulmfit._io import read_json, write_json
 from ulmfit._memory import trim_callback
 from ulmfit._rundir import run_dir
@@ -44,10 +46,11 @@ from ulmfit.lm import checkpoint
 from ulmfit.lm.checkpoint import Resumed
 from ulmfit.lm.config import (LMConfig, Phase, fit_min_steps, format_config, format_schedule, resolve_config,
                               schedule, validate)
-from ulmfit.lm.model import build_lm, encoder_state, load_lm_state
+from ulmfit.lm.model import build_lm, encoder_state, lm_loss, lm_metrics, load_lm_state
 from ulmfit.lm.progress import epoch_callback, log_every, show_bars
 from ulmfit.lm.pretrained import adopt_pretrained_arch, open_pretrained, start_from_pretrained
 from ulmfit.loaders import lm_dataloaders
+from ulmfit.runlog import RunLog
 from ulmfit.runtime import apply_precision, resolve_device, resolve_precision, seed_all, set_threads
 from ulmfit.store import TokenStore, build_store
 from ulmfit.tokenize import TokenizerSpec
@@ -92,17 +95,22 @@ def pretrain(src: str | Path | Corpus, out: str | Path, cfg: LMConfig | str = "s
     phases = schedule(cfg, "pretrain")
     if not phases:
         raise UlmfitError("nothing to train: epochs is 0", hint="pass --epochs 1 or more")
-    with run_dir(out, overwrite=overwrite, resume=resume, log=log):
-        ckpt = checkpoint.find(out, resume)
-        corpus = read_corpus(src, text_col, label_col, max_docs, seed, log)
-        if ckpt is not None:
-            store = checkpoint.rebuild_store(ckpt, corpus)
-        else:
-            log("training the tokenizer and building the token store on the non-test splits ...")
-            store = build_store(corpus, spec=TokenizerSpec(**cfg.tokenizer_spec()))
-        return _run(stage="pretrain", cfg=cfg, preset=preset, phases=phases, store=store, corpus=corpus, out=out,
-                    seed=seed, backwards=backwards, device=device, init_state=None, pretrained_info=None,
-                    ckpt=ckpt, log=log)
+    with distributed.session(device):
+        log = distributed.main_log(log)
+        distributed.check_same(_options("pretrain", src, None, out, cfg, preset, seed, backwards, text_col,
+                                        label_col, max_docs, resume, overwrite, device))
+        with distributed.on_main(run_dir(out, overwrite=overwrite, resume=resume, log=log), f"checking --out {out}"):
+            ckpt = checkpoint.find(out, resume)
+            with distributed.main_first("reading the corpus"):  # a registry download: once
+                corpus = read_corpus(src, text_col, label_col, max_docs, seed, log)
+            if ckpt is not None:
+                store = checkpoint.rebuild_store(ckpt, corpus)
+            else:
+                log("training the tokenizer and building the token store on the non-test splits ...")
+                store = build_store(corpus, spec=TokenizerSpec(**cfg.tokenizer_spec()))
+            return _run(stage="pretrain", cfg=cfg, preset=preset, phases=phases, store=store, corpus=corpus,
+                        out=out, seed=seed, backwards=backwards, device=device, init_state=None,
+                        pretrained_info=None, ckpt=ckpt, log=log)
 
 
 def finetune(src: str | Path | Corpus, pretrained: str | Path, out: str | Path, cfg: LMConfig | str = "small", *,
@@ -126,26 +134,33 @@ def finetune(src: str | Path | Corpus, pretrained: str | Path, out: str | Path, 
     preset, cfg = _as_config(cfg, preset)
     log_every()  # a bad ULMFIT_LOG_EVERY fails here, before any data is read
     out = Path(out)
-    source = open_pretrained(pretrained, backwards)
-    cfg = adopt_pretrained_arch(cfg, source, explicit)
-    phases = schedule(cfg, "finetune")
-    if not phases:
-        raise UlmfitError("nothing to train: epochs and ft_freeze_epochs are both 0", hint="pass --epochs 1")
-    with run_dir(out, overwrite=overwrite, resume=resume, log=log):
-        ckpt = checkpoint.find(out, resume)
-        corpus = read_corpus(src, text_col, label_col, max_docs, seed, log)
-        if ckpt is not None:  # the weights come from the checkpoint
-            store, init_state, notes = checkpoint.rebuild_store(ckpt, corpus), None, []
-        else:
-            store, init_state, notes = start_from_pretrained(source, corpus, cfg, log)
-        for n in notes:
-            log(n)
-        info = {k: v for k, v in source.items() if k in ("kind", "name", "overlap", "preset", "extended")}
-        result = _run(stage="finetune", cfg=cfg, preset=preset, phases=phases, store=store, corpus=corpus, out=out,
-                      seed=seed, backwards=backwards, device=device, init_state=init_state, pretrained_info=info,
-                      ckpt=ckpt, log=log)
-        result.notes = notes
-        return result
+    with distributed.session(device):
+        log = distributed.main_log(log)
+        distributed.check_same({**_options("finetune", src, pretrained, out, cfg, preset, seed, backwards, text_col,
+                                           label_col, max_docs, resume, overwrite, device),
+                                "explicit": sorted(explicit)})
+        with distributed.main_first("opening the pretrained model"):  # a registry download: once
+            source = open_pretrained(pretrained, backwards)
+        cfg = adopt_pretrained_arch(cfg, source, explicit)
+        phases = schedule(cfg, "finetune")
+        if not phases:
+            raise UlmfitError("nothing to train: epochs and ft_freeze_epochs are both 0", hint="pass --epochs 1")
+        with distributed.on_main(run_dir(out, overwrite=overwrite, resume=resume, log=log), f"checking --out {out}"):
+            ckpt = checkpoint.find(out, resume)
+            with distributed.main_first("reading the corpus"):
+                corpus = read_corpus(src, text_col, label_col, max_docs, seed, log)
+            if ckpt is not None:  # the weights come from the checkpoint
+                store, init_state, notes = checkpoint.rebuild_store(ckpt, corpus), None, []
+            else:
+                store, init_state, notes = start_from_pretrained(source, corpus, cfg, log)
+            for n in notes:
+                log(n)
+            info = {k: v for k, v in source.items() if k in ("kind", "name", "overlap", "preset", "extended")}
+            result = _run(stage="finetune", cfg=cfg, preset=preset, phases=phases, store=store, corpus=corpus,
+                          out=out, seed=seed, backwards=backwards, device=device, init_state=init_state,
+                          pretrained_info=info, ckpt=ckpt, log=log)
+            result.notes = notes
+            return result
 
 
 def read_corpus(src: Any, text_col: str | None, label_col: str | None, max_docs: int | None, seed: int,
@@ -173,10 +188,11 @@ def read_corpus(src: Any, text_col: str | None, label_col: str | None, max_docs:
 
 def make_learner(cfg: LMConfig, dls, vocab, device) -> tuple[Learner, dict]:
     """The fastai Learner of `language_model_learner`, built from our config: the LM of cfg.arch, flattened cross
-    entropy, Adam, `awd_lstm_lm_split` layer groups (the QRNN has the AWD-LSTM's attributes), ModelResetter +
-    RNNRegularizer (AR/TAR) + GradientClip, accuracy and perplexity; freed memory handed back to the OS once a
-    minute (`ulmfit._memory`); the precision of `cfg.precision` on `device` (`ulmfit.runtime`). Returns (learner,
-    arch)."""
+    entropy (or the adaptive softmax's NLL: `ulmfit.lm.model.lm_loss`), Adam, `awd_lstm_lm_split` layer groups
+    (the QRNN has the AWD-LSTM's attributes), ModelResetter + RNNRegularizer (AR/TAR) + GradientClip, accuracy
+    and perplexity (`lm_metrics`); freed memory handed back to the OS once a minute (`ulmfit._memory`); the
+    precision of `cfg.precision` on `device` (`ulmfit.runtime`); under torchrun, trained by all ranks together
+    (`ulmfit.distributed.data_parallel`). Returns (learner, arch)."""
     vocab_size = len(vocab.itos)
     arch = cfg.arch_dict(vocab_size)
     arch["pad_token"] = int(vocab.pad_id)
@@ -186,11 +202,11 @@ def make_learner(cfg: LMConfig, dls, vocab, device) -> tuple[Learner, dict]:
         cbs.append(RNNRegularizer(alpha=cfg.alpha, beta=cfg.beta))
     if cfg.clip:
         cbs.append(GradientClip(cfg.clip))
-    learn = Learner(dls, model, loss_func=CrossEntropyLossFlat(), opt_func=Adam, splitter=awd_lstm_lm_split,
-                    metrics=[accuracy, Perplexity()], wd=cfg.wd, moms=cfg.moms, cbs=cbs)
+    learn = Learner(dls, model, loss_func=lm_loss(model), opt_func=Adam, splitter=awd_lstm_lm_split,
+                    metrics=lm_metrics(model), wd=cfg.wd, moms=cfg.moms, cbs=cbs)
     if not show_bars():
         learn.remove_cbs([cb for cb in learn.cbs if isinstance(cb, ProgressCallback)])
-    return apply_precision(learn, cfg.precision, device), arch
+    return distributed.data_parallel(apply_precision(learn, cfg.precision, device)), arch
 
 
 def fit_one_cycle(learn: Learner, n_epoch: int, start_epoch: int, phase: Phase, cbs: list) -> None:
@@ -243,6 +259,8 @@ class Run:
     best_loss: float = math.inf
     best_epoch: int = 0
     best_written: bool = False
+    runlog: RunLog | None = None  # OUT/logs/: each step's train loss, each epoch's metrics
+    step: int = 0  # optimizer steps over the whole run (fastai's train_iter restarts each phase)
 
     def config_json(self) -> dict:
         arch = self.cfg.arch_dict(len(self.store.vocab.itos))
@@ -256,14 +274,17 @@ class Run:
         return {"stage": "lm", "lm_stage": self.stage, "direction": direction_name(self.backwards),
                 "metrics": self.metrics, "best_epoch": self.best_epoch,
                 "epochs_completed": len(self.metrics), "epochs_planned": sum(p.epochs for p in self.phases),
-                "complete": complete,
+                "complete": complete, "processes": distributed.world_size(),
                 "data": {"source": self.corpus.name, "fingerprint": self.corpus.fingerprint,
                          "train_splits": list(self.train_splits), "valid_split": VALID_SPLIT,
                          "vocab_fingerprint": self.store.vocab.fingerprint},
                 **({"pretrained": self.pretrained_info} if self.pretrained_info else {})}
 
     def write(self, name: str, complete: bool) -> Path:
-        model = self.learn.model
+        """OUT/<name> as a bundle, written by rank 0 alone (every rank holds the same weights)."""
+        if not distributed.is_main():
+            return self.out / name
+        model = distributed.unwrap(self.learn.model)
         return write_bundle(self.out / name, config=self.config_json(), meta=self.meta_json(complete),
                             vocab=self.store.vocab, tokenizer=self.store.tokenizer,
                             weights={"model": model.state_dict(), "encoder": encoder_state(model)})
@@ -287,7 +308,10 @@ def _run(*, stage: str, cfg: LMConfig, preset: str, phases: list[Phase], store: 
     train_splits = tuple(s for s in TRAIN_SPLITS if s in store.splits())
     # before the Run exists: checkpoints record (and --resume compares) the batch size actually trained with
     cfg, bs_note = fit_min_steps(cfg, sum(store.n_tokens(s) for s in train_splits), sum(p.epochs for p in phases),
-                                 n_valid_tokens=store.n_tokens(VALID_SPLIT) if VALID_SPLIT in store.splits() else None)
+                                 n_valid_tokens=store.n_tokens(VALID_SPLIT) if VALID_SPLIT in store.splits() else None,
+                                 world_size=distributed.world_size())
+    # the same options can still meet different files on different machines
+    distributed.check_same({"data": corpus.fingerprint, "vocab": store.vocab.fingerprint, "bs": cfg.bs}, "data")
     dls = lm_dataloaders(store, train_splits=train_splits, valid_split=VALID_SPLIT, bs=cfg.bs, seq_len=cfg.seq_len,
                          backwards=backwards, seed=seed, device=dev)
     learn, arch = make_learner(cfg, dls, store.vocab, dev)
@@ -298,12 +322,15 @@ def _run(*, stage: str, cfg: LMConfig, preset: str, phases: list[Phase], store: 
               train_splits=train_splits, log=log)
     resumed = checkpoint.restore(run, ckpt, dev) if ckpt is not None else None
     n_done = len(run.metrics)
+    run.step = int(run.metrics[-1].get("step", 0)) if run.metrics else 0
     _log_setup(run, arch["vocab_size"], bs_note, ckpt, resumed)
-    if resumed is None:  # a fresh run: an older run's checkpoint or model-best in OUT must not mix with this one
+    # a fresh run: an older run's checkpoint or model-best in OUT must not mix with this one (rank 0 removes them)
+    if resumed is None and distributed.is_main():
         checkpoint.remove(out)
         shutil.rmtree(out / "model-best", ignore_errors=True)
 
-    last = _train(run, resumed)
+    with RunLog(out, resume=resumed is not None) as run.runlog:
+        last = _train(run, resumed)
     _finish(run, last)
     return LMResult(out=out, best=out / "model-best", last=out / "model-last", metrics=run.metrics,
                     best_epoch=run.best_epoch, config=cfg, resumed_from_epoch=n_done)
@@ -319,6 +346,8 @@ def _log_setup(run: Run, vocab_size: int, bs_note: str | None, ckpt: Path | None
         log(bs_note)
     log("config:\n" + format_config(run.cfg))
     log("schedule:\n" + format_schedule(run.phases))
+    if (line := distributed.describe(run.cfg.bs, "rows")) is not None:
+        log(line)
     if resumed is not None:
         log(f"resuming from {ckpt.name}/ after epoch {len(run.metrics)} (phase {resumed.phase + 1}, "
             f"epoch {resumed.epoch_in_phase})")
@@ -364,6 +393,8 @@ def _finish(run: Run, last: Path) -> None:
     """model-best marked complete (or, when no epoch was validated, the last model copied there); the checkpoint
     removed."""
     out = run.out
+    if not distributed.is_main():
+        return
     if not run.best_written:  # every epoch had no validation loss: the last model is the best we have
         shutil.copytree(last, out / "model-best", dirs_exist_ok=True)
     else:  # refresh meta of model-best: the run is complete now
@@ -378,6 +409,16 @@ def _finish(run: Run, last: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------- small helpers
+
+
+def _options(stage: str, src: Any, pretrained: Any, out: Path, cfg: LMConfig, preset: str, seed: int,
+             backwards: bool, text_col: str | None, label_col: str | None, max_docs: int | None, resume: bool,
+             overwrite: bool, device: str | None) -> dict:
+    """What every rank of a torchrun job must agree on before it reads any data (`distributed.check_same`)."""
+    return {"stage": stage, "src": src.fingerprint if isinstance(src, Corpus) else str(src),
+            "pretrained": None if pretrained is None else str(pretrained), "out": str(out), "lm_config": cfg.to_dict(),
+            "preset": preset, "seed": seed, "backwards": backwards, "text_col": text_col, "label_col": label_col,
+            "max_docs": max_docs, "resume": resume, "overwrite": overwrite, "device": device}
 
 
 def _as_config(cfg: LMConfig | str, preset: str | None) -> tuple[str, LMConfig]:
