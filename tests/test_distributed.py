@@ -281,7 +281,7 @@ def test_torchrun_pretrain_then_classify_write_bundles_that_load(job) -> None:
     assert f"distributed: 2 processes (gloo), bs {bs} rows each" in p.stdout and "learning rates kept" in p.stdout
     b = read_bundle(lm)
     assert b.meta["processes"] == 2 and b.meta["complete"] and b.config["lm_config"]["bs"] == bs
-    assert sorted(x.name for x in lm.iterdir() if not x.name.startswith(".")) == ["model-best", "model-last"]
+    assert sorted(x.name for x in lm.iterdir() if not x.name.startswith(".")) == ["logs", "model-best", "model-last"]
 
     p = subprocess.run([*torchrun, "classify", clas_src, "--lm", lm, "--out", clas, "--preset", "tiny", "--seed",
                         "0", "--epochs", "4", "--set", "ngram=false"], env=watched, cwd=REPO, capture_output=True,

@@ -50,7 +50,7 @@ LabelCol = Annotated[Optional[str], typer.Option("--label-col", help="Label colu
                                                   "a table without a header names its columns 1, 2, ...).")]
 # classify sets the task shape; predict and evaluate only check that the models have it.
 TASK_HELP = ("single-label (one class per text), multi-label (a set of labels per text: a label cell holds them "
-             "separated by commas, or --label-col names several 0/1 columns) or regression (a number per text)")
+             "separated by commas, or several 0/1 label columns) or regression (a number per text)")
 Task = Annotated[Optional[str], typer.Option("--task", help=f"The task shape: {TASK_HELP}. Default: from the "
                                              "training labels, printed before training (numbers with fractions: "
                                              "regression; cells holding the label delimiter: multi-label).")]

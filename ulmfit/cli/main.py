@@ -46,6 +46,10 @@ def _root(
 
 def _register() -> None:
     # Imported here, not at top, so a broken command module cannot break `ulmfit --help` for the others.
+    # Once per process: `main` runs many times in one process (tests, scripts), and every registration adds the
+    # commands again to the Typer app, which would then rebuild ever more of them on each call.
+    if _state.get("registered"):
+        return
     from ulmfit.cli import (classify, data, data_merge, evaluate, explain, export, generate, lm_finetune, lr_find,
                             predict, pretrain, quickstart, runs, serve, suggest)
 
@@ -54,6 +58,7 @@ def _register() -> None:
     for mod in (pretrain, lm_finetune, lr_find, classify, evaluate, predict, suggest, explain, serve, export,
                 generate, runs, quickstart):
         mod.register(app)
+    _state["registered"] = True
 
 
 def _terminate_as_interrupt(signum, frame):
