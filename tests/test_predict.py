@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from ulmfit.classify import Classifier
+from ulmfit.classify.artifact import bundle_config, save_classifier
 from ulmfit.classify.config import resolve_config
 from ulmfit.classify.model import build_model, pad_batch
 from ulmfit.classify.predict import predict_file
-from ulmfit.classify.artifact import bundle_config, save_classifier
 from ulmfit.cli.main import main
 from ulmfit.errors import UlmfitError
 
@@ -25,16 +25,19 @@ WORDS = ("good great fine bad awful dull the a film movie plot was is and it thi
 ARCH = dict(emb_sz=16, n_hid=24, n_layers=2)
 
 
-def make_bundle(path: Path, labels=("neg", "pos"), backwards: bool = False, seed: int = 0) -> Path:
+def make_bundle(path: Path, labels=("neg", "pos"), backwards: bool = False, seed: int = 0, arch=ARCH,
+                temperature: float | None = None, ngram_weight: float | None = None, task=None) -> Path:
     """A real classifier bundle with an untrained (seeded, random) network: fast, and its outputs differ from
-    text to text, which is all that ordering and file-format tests need."""
+    text to text, which is all that ordering and file-format tests need. Optionally a calibration temperature, an
+    n-gram model with its weight, and a task shape (`ulmfit.classify.task.Task`)."""
     from ulmfit.tokenize import TextTokenizer, TokenizerSpec, Vocab, make_itos
 
     tok = TextTokenizer(TokenizerSpec(kind="rules", min_freq=1))
     vocab = Vocab(make_itos({w: 5 for w in WORDS}, min_freq=1))
     cfg = resolve_config("tiny", overrides={"backwards": backwards, "seed": seed})
+    n_out = 1 if task is not None and task.kind == "regression" else len(labels)
     torch.manual_seed(seed)
-    model = build_model(len(vocab.itos), len(labels), ARCH, cfg, pad_idx=vocab.pad_id)
+    model = build_model(len(vocab.itos), n_out, arch, cfg, pad_idx=vocab.pad_id)
     # Calibrate the head's batch norms on random documents, so probabilities vary clearly between texts.
     model.eval()
     for m in model.modules():
@@ -48,8 +51,18 @@ def make_bundle(path: Path, labels=("neg", "pos"), backwards: bool = False, seed
     with torch.no_grad():
         model(torch.from_numpy(pad_batch(docs, vocab.pad_id, cfg.seq_len)))
         model[1].layers[-1][-1].weight.mul_(3)
-    save_classifier(path, config=bundle_config(cfg, ARCH, vocab, tok, list(labels)),
-                    meta={"labels": list(labels)}, vocab=vocab, tokenizer=tok, state=model.state_dict())
+    meta = {"labels": list(labels)}
+    if temperature is not None:
+        meta["calibration"] = {"temperature": temperature}
+    if ngram_weight is not None:
+        meta["ngram"] = {"weight": ngram_weight}
+    save_classifier(path, config=bundle_config(cfg, arch, vocab, tok, list(labels), task), meta=meta, vocab=vocab,
+                    tokenizer=tok, state=model.state_dict())
+    if ngram_weight is not None:
+        from ulmfit.classify.ngram import fit_ngram
+
+        texts = make_texts(30, seed=seed + 1)
+        fit_ngram(texts, [labels[i % len(labels)] for i in range(30)], list(labels), seed=seed).save(path)
     return path
 
 
