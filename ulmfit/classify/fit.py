@@ -1,12 +1,15 @@
 """One classifier on a fine-tuned LM encoder (gradual unfreezing or all at once), read top to bottom:
 
-    setup    resolve the LM bundle (or --from-scratch), read the labelled corpus, numericalize it with the
-             LM's own tokenizer and vocab (never a new vocab: the encoder's embedding rows are that vocab)
+    setup    resolve the LM bundle (or --from-scratch), read the labelled corpus and its task shape
+             (`ulmfit.classify.task`), numericalize it with the LM's own tokenizer and vocab (never a new vocab:
+             the encoder's embedding rows are that vocab)
     build    fastai's get_text_classifier(AWD_LSTM or QRNN) with the LM's arch and sizes; its encoder weights loaded
-    fit      one fastai `fit_one_cycle` per schedule stage (freeze_to / unfreeze + discriminative lrs),
-             valid loss / accuracy / macro-F1 after every epoch, the best epoch's weights kept in memory
+    fit      one fastai `fit_one_cycle` per schedule stage (freeze_to / unfreeze + discriminative lrs), the
+             task's valid metrics after every epoch, the best epoch's weights kept in memory, OUT/checkpoint
+             written (`--resume` continues from it), OUT/logs appended, early stopping (`patience`) checked
     choose   model-best is the best epoch only when it beats the last by more than validation noise
-             (`selection.best_epoch`); both scored as `predict` scores them, a temperature fitted
+             (`selection.best_epoch`); both scored as `predict` scores them: a temperature (single-label) or
+             thresholds / bin cut points tuned on valid, the n-gram model and its weight
     save     OUT/model-best and OUT/model-last, complete classifier bundles, published together
 
 OUT is already checked and locked by the caller (`ulmfit.classify.train.train_classifier`).
