@@ -51,6 +51,15 @@ MinDelta = Annotated[Optional[float], typer.Option(
     "--min-delta", help="With --patience: the improvement that counts (default 0: any).")]
 
 
+def config_from_options(preset: str, config, set_, epochs, *, from_scratch: bool, backwards: bool,
+                        class_weights: str | None, **options):
+    """The ClassifierConfig of the options `classify` and `lr-find classify` share: the preset, --config, --set,
+    then the explicit options (flags that are off and options not given leave the config's value), then --epochs."""
+    overrides = dict(options, from_scratch=from_scratch or None, backwards=backwards or None,
+                     class_weights=_class_weights(class_weights))
+    return resolve_config(preset, config_file=config, sets=set_, overrides=overrides, epochs=epochs)
+
+
 def _class_weights(value: str | None):
     if value is None or value in ("none", "balanced"):
         return value
@@ -109,11 +118,10 @@ def register(app: typer.Typer) -> None:
         unlabeled: Unlabeled = None,
         device: Device = None,
     ) -> None:
-        overrides = dict(task=task, bs=bs, seed=seed, from_scratch=from_scratch or None, backwards=backwards or None,
-                         label_smoothing=label_smoothing, class_weights=_class_weights(class_weights),
-                         max_train=max_train, patience=patience, min_delta=min_delta, self_train=self_train,
-                         self_train_keep=self_train_keep)
-        cfg = resolve_config(preset, config_file=config, sets=set_, overrides=overrides, epochs=epochs)
+        cfg = config_from_options(preset, config, set_, epochs, from_scratch=from_scratch, backwards=backwards,
+                                  class_weights=class_weights, task=task, bs=bs, seed=seed,
+                                  label_smoothing=label_smoothing, max_train=max_train, patience=patience,
+                                  min_delta=min_delta, self_train=self_train, self_train_keep=self_train_keep)
         from ulmfit.classify.train import train_classifier  # torch and fastai: after the config is known to be good
 
         result = train_classifier(src, lm=lm, out=out, config=cfg, text_col=text_col, label_col=label_col,

@@ -9,7 +9,8 @@ import typer
 
 from ulmfit.cli._common import (Backwards as LmBackwards, Bs, Config, Corpus, Device, Epochs, LabelCol, LmPreset,
                                 MaxDocs, Preset, Seed, Set, Task, TextCol)
-from ulmfit.cli.classify import Backwards, ClassWeights, FromScratch, LabelSmoothing, Lm, MaxTrain, _class_weights
+from ulmfit.cli.classify import (Backwards, ClassWeights, FromScratch, LabelSmoothing, Lm, MaxTrain,
+                                 config_from_options)
 
 HELP = (
     "Find a peak learning rate before training: fastai's learning-rate range test.\n\n"
@@ -72,12 +73,9 @@ def classify(
     max_train: MaxTrain = None,
     device: Device = None,
 ) -> None:
-    from ulmfit.classify.config import resolve_config
-
-    overrides = dict(task=task, bs=bs, seed=seed, from_scratch=from_scratch or None, backwards=backwards or None,
-                     label_smoothing=label_smoothing, class_weights=_class_weights(class_weights),
-                     max_train=max_train)
-    cfg = resolve_config(preset, config_file=config, sets=set_, overrides=overrides, epochs=epochs)
+    cfg = config_from_options(preset, config, set_, epochs, from_scratch=from_scratch, backwards=backwards,
+                              class_weights=class_weights, task=task, bs=bs, seed=seed,
+                              label_smoothing=label_smoothing, max_train=max_train)
     from ulmfit.lr_find import lr_find_classifier  # torch and fastai: after the config is known to be good
 
     lr_find_classifier(src, lm=lm, config=cfg, out=out, stage=stage, text_col=text_col, label_col=label_col,
