@@ -13,12 +13,16 @@ IMDb through the project's registry (ULMFIT_MIRROR as everywhere). For each seed
     rounds    --rounds times: train a classifier on the labels so far (`train_classifier`, --preset, the LM --lm,
               the seed; its valid split is 10% of those labels, as `classify` carves it), score it on the test
               set, then pick --step more reviews of the rest of the pool: at random (the "random" arm), or the
-              top of `ulmfit.suggest.rank_texts` with that classifier (the "suggest" arm: margin uncertainty,
-              spread by k-center over the 5 x --step most uncertain); then the last classifier is scored too
+              top of `ulmfit.suggest.rank_texts` with that classifier (a "kcenter" or "kmeans" arm: margin
+              uncertainty, the picks spread over the 5 x --step most uncertain by that `--spread`); then the last
+              classifier is scored too (--arms chooses the arms)
     test      --test reviews of IMDb's test split: one stratified draw (seed 0) for every seed, so seeds and arms
               are scored on the same reviews; never seen by any choice
 
-The goal (issue #25): the suggest arm reaches the random arm's accuracy at the last round (500 labels with the
+`--combine A/results.json B/results.json` trains nothing: it merges earlier runs (other seeds, other arms of the
+same seeds) into one report, so that a new arm is measured without re-running the others.
+
+The goal (issue #25): a suggest arm reaches the random arm's accuracy at the last round (500 labels with the
 defaults; mean over seeds) with no more than 300 labels. "Reaches" is read off each arm's mean curve; the report
 also gives the labels each arm needs by linear interpolation between rounds.
 
@@ -46,7 +50,9 @@ from ulmfit.data import Corpus, load_corpus, subsample
 from ulmfit.data.splits import carve_valid
 from ulmfit.errors import UlmfitError
 
-ARMS = ("random", "suggest")
+ARMS = ("random", "kcenter", "kmeans")  # random picks, or suggest's ranking with that --spread
+OLD_NAMES = {"suggest": "kcenter"}
+COLORS = {"random": "tab:gray", "kcenter": "tab:red", "kmeans": "tab:blue"}  # results files written before --spread existed
 VALID_PCT = 0.1  # as `classify` carves it from a source without a valid split
 QUICK = dict(pool=300, test=200, start=20, step=20, rounds=4, seeds=[0], preset="tiny")
 QUICK_LM_DOCS = 150  # --quick without --lm: a tiny LM pretrained here on this many IMDb-sample reviews
@@ -103,13 +109,14 @@ def train_and_score(pool: Corpus, labelled: list[int], test: Corpus, lm: Path, o
 
 
 def pick(arm: str, clf, pool: Corpus, labelled: list[int], step: int, rng: np.random.Generator) -> list[int]:
-    """`step` more pool indices for `arm`, from the pool reviews not labelled yet."""
+    """`step` more pool indices for `arm` (random, or suggest spreading its picks by `arm`), from the pool
+    reviews not labelled yet."""
     from ulmfit.suggest import rank_texts
 
     rest = np.array(sorted(set(range(len(pool))) - set(labelled)))
     if arm == "random":
         return sorted(int(i) for i in rng.choice(rest, size=step, replace=False))
-    ranking = rank_texts([clf], [pool.texts[i] for i in rest], step)
+    ranking = rank_texts([clf], [pool.texts[i] for i in rest], step, spread=arm)
     return [int(rest[i]) for i in ranking.order]
 
 
@@ -121,12 +128,12 @@ def run_seed(seed: int, train: Corpus, test: Corpus, lm: Path, args: argparse.Na
     rng = np.random.default_rng(seed)
     start = sorted(int(i) for i in rng.choice(len(pool), size=args.start, replace=False))
     arm_rng = {arm: np.random.default_rng([seed, k]) for k, arm in enumerate(ARMS)}
-    labelled = {arm: list(start) for arm in ARMS}
-    curves: dict[str, list[dict]] = {arm: [] for arm in ARMS}
-    picks: dict[str, list[list[int]]] = {arm: [] for arm in ARMS}
+    labelled = {arm: list(start) for arm in args.arms}
+    curves: dict[str, list[dict]] = {arm: [] for arm in args.arms}
+    picks: dict[str, list[list[int]]] = {arm: [] for arm in args.arms}
     for r in range(args.rounds + 1):
         shared = None
-        for arm in ARMS:
+        for arm in args.arms:
             if r == 0 and shared is not None:  # round 0 is the same labels for both arms: trained once
                 clf, row = shared[0], dict(shared[1])
             else:
@@ -161,15 +168,19 @@ def labels_needed(labels: list[int], acc: list[float], target: float) -> float |
 
 
 def summarize(runs: list[dict], goal_labels: int) -> dict:
-    labels = [row["labels"] for row in runs[0]["curves"]["random"]]
-    mean = {arm: [round(float(np.mean([run["curves"][arm][i]["accuracy"] for run in runs])), 4)
-                  for i in range(len(labels))] for arm in ARMS}
-    target = mean["random"][-1]
-    need = labels_needed(labels, mean["suggest"], target)
-    return {"labels": labels, "mean_accuracy": mean, "target": target,
+    """Each arm's mean curve over the runs (seeds) that have it, and the labels each suggest arm needs to reach
+    random's last-round mean."""
+    labels = [row["labels"] for row in next(iter(runs[0]["curves"].values()))]
+    arms = [arm for arm in ARMS if any(arm in run["curves"] for run in runs)]
+    seeds = {arm: [run["seed"] for run in runs if arm in run["curves"]] for arm in arms}
+    mean = {arm: [round(float(np.mean([run["curves"][arm][i]["accuracy"] for run in runs if arm in run["curves"]])),
+                        4) for i in range(len(labels))] for arm in arms}
+    target = mean["random"][-1] if "random" in mean else None  # without random: curves only (see --combine)
+    need = {arm: labels_needed(labels, mean[arm], target) for arm in arms if arm != "random" and target is not None}
+    return {"labels": labels, "seeds": seeds, "mean_accuracy": mean, "target": target,
             "suggest_labels_to_target": need, "random_labels_to_target": labels[-1],
             "goal": f"suggest reaches random's {labels[-1]}-label accuracy with <= {goal_labels} labels",
-            "goal_met": need is not None and need <= goal_labels}
+            "goal_met": {arm: n is not None and n <= goal_labels for arm, n in need.items()}}
 
 
 def plot(runs: list[dict], summary: dict, path: Path, title: str) -> None:
@@ -180,11 +191,16 @@ def plot(runs: list[dict], summary: dict, path: Path, title: str) -> None:
 
     labels = summary["labels"]
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    for arm, color in zip(ARMS, ("tab:gray", "tab:red")):
+    for arm in summary["mean_accuracy"]:
+        color = COLORS[arm]
         for run in runs:
-            ax.plot(labels, [row["accuracy"] for row in run["curves"][arm]], color=color, alpha=0.25, lw=1)
-        ax.plot(labels, summary["mean_accuracy"][arm], "o-", color=color, lw=2, label=f"{arm} (mean of {len(runs)})")
-    ax.axhline(summary["target"], color="tab:gray", ls=":", lw=1)
+            if arm in run["curves"]:
+                ax.plot(labels, [row["accuracy"] for row in run["curves"][arm]], color=color, alpha=0.25, lw=1)
+        name = arm if arm == "random" else f"suggest --spread {arm}"
+        ax.plot(labels, summary["mean_accuracy"][arm], "o-", color=color, lw=2,
+                label=f"{name} (mean of {len(summary['seeds'][arm])})")
+    if summary["target"] is not None:
+        ax.axhline(summary["target"], color="tab:gray", ls=":", lw=1)
     ax.set_xlabel("labelled reviews")
     ax.set_ylabel("test accuracy (what predict outputs)")
     ax.set_title(title, fontsize=9)
@@ -263,6 +279,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--step", type=int, default=100, help="labels added per round")
     p.add_argument("--rounds", type=int, default=4, help="rounds of picking")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds: pool, start, training, picks")
+    p.add_argument("--arms", nargs="+", choices=ARMS, default=["random", "kcenter", "kmeans"],
+                   help="random picks, and suggest with each --spread (kcenter, kmeans) named")
+    p.add_argument("--combine", nargs="+", type=Path, metavar="RESULTS",
+                   help="train nothing: merge these results.json files (seeds and arms of earlier runs) into one "
+                        "WORK/results.json, curves.png and table")
     p.add_argument("--goal", type=int, default=None,
                    help="the goal: suggest reaches random's last-round accuracy with at most this many labels "
                         "(default: --start + 2 x --step, 300 with the defaults)")
@@ -285,7 +306,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         # a smoke test usually shares its machine: one torch thread does not wait on busy cores (ULMFIT_THREADS
         # given by the user wins)
         os.environ.setdefault("ULMFIT_THREADS", "1")
-    if args.lm is None and not args.quick:
+    if args.lm is None and not args.quick and not args.combine:
         p.error("--lm is required (an IMDb LM bundle), unless --quick")
     if args.lm is not None and not args.lm.exists():
         p.error(f"--lm {args.lm}: no such bundle")
@@ -305,9 +326,59 @@ def quick_lm(args: argparse.Namespace) -> Path:
                     max_docs=QUICK_LM_DOCS, overwrite=True, log=lambda s: None).best
 
 
+def report_runs(runs: list[dict], args: argparse.Namespace, title: str, about: dict, command: str, t0: float) -> None:
+    """WORK/results.json, WORK/curves.png and the table of mean curves."""
+    summary = summarize(runs, args.goal)
+    args.work.mkdir(parents=True, exist_ok=True)
+    plot(runs, summary, args.work / "curves.png", title)
+    report = {"date": datetime.date.today().isoformat(), "command": command, **about,
+              "seconds": round(time.time() - t0), "summary": summary, "runs": runs}
+    (args.work / "results.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    print("\n| labels (seeds) | " + " | ".join(map(str, summary["labels"])) + " |\n|---|"
+          + "---:|" * len(summary["labels"]))
+    for arm, mean in summary["mean_accuracy"].items():
+        print(f"| {arm} ({' '.join(map(str, summary['seeds'][arm]))}) | "
+              + " | ".join(f"{100 * a:.1f}%" for a in mean) + " |")
+    for arm, need in summary["suggest_labels_to_target"].items():
+        print(f"random's {summary['labels'][-1]}-label accuracy {100 * summary['target']:.1f}%: suggest --spread {arm} "
+              "reaches it with " + (f"{need:.0f} labels" if need is not None else "none of its label counts")
+              + f"; goal (<= {args.goal}) {'met' if summary['goal_met'][arm] else 'not met'}"
+              + (" (--quick: numbers mean nothing)" if args.quick else ""))
+    print(f"wrote {args.work / 'results.json'} and {args.work / 'curves.png'} ({report['seconds'] / 60:.1f} min)")
+
+
+def combine(paths: list[Path]) -> tuple[list[dict], dict]:
+    """The runs of several results.json files, one per seed (arms of the same seed merged), and what they share."""
+    by_seed: dict[int, dict] = {}
+    about = None
+    for path in paths:
+        report = json.loads(path.read_text(encoding="utf-8"))
+        shared = {k: report[k] for k in ("lm", "preset", "pool", "test")}
+        if about is not None and shared != about:
+            raise UlmfitError(f"{path} measured another setup ({shared}) than the first file ({about})",
+                              hint="combine only runs of the same LM, preset, pool and test sizes")
+        about = shared
+        for run in report["runs"]:
+            curves = {OLD_NAMES.get(arm, arm): c for arm, c in run["curves"].items()}
+            picks = {OLD_NAMES.get(arm, arm): c for arm, c in run["picks"].items()}
+            seen = by_seed.setdefault(run["seed"], {**run, "curves": {}, "picks": {}})
+            seen["curves"].update(curves)
+            seen["picks"].update(picks)
+    runs = [by_seed[s] for s in sorted(by_seed)]
+    if not all("random" in run["curves"] for run in runs):
+        raise UlmfitError("every seed needs its random arm", hint="run the missing seeds with --arms random ...")
+    return runs, about
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     command = shlex.join(["python", "scripts/bench_suggest.py", *(sys.argv[1:] if argv is None else argv)])
+    if args.combine:
+        t0 = time.time()
+        runs, about = combine(args.combine)
+        report_runs(runs, args, f"IMDb, pool {about['pool']:,}, test {about['test']:,}, preset {about['preset']}, "
+                    f"seeds {' '.join(str(r['seed']) for r in runs)}", about, command, t0)
+        return 0
     from ulmfit.classify import resolve_config
 
     resolve_config(args.preset, sets=args.clas_set)  # a bad --set fails before any data is read
@@ -321,24 +392,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{p['predicted_per_seed']:,} documents predicted per seed; --estimate says how long", flush=True)
     lm = args.lm or quick_lm(args)
     runs = [run_seed(seed, train, test, lm, args) for seed in args.seeds]
-    summary = summarize(runs, args.goal)
-    args.work.mkdir(parents=True, exist_ok=True)
     title = (f"{'--quick: ' if args.quick else ''}IMDb, pool {args.pool:,}, test {len(test):,}, preset "
              f"{args.preset}, seeds {' '.join(map(str, args.seeds))}")
-    plot(runs, summary, args.work / "curves.png", title)
-    report = {"date": datetime.date.today().isoformat(), "command": command, "lm": str(lm), "preset": args.preset,
-              "pool": args.pool, "test": len(test), "seconds": round(time.time() - t0), "summary": summary,
-              "runs": runs}
-    (args.work / "results.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-    need = summary["suggest_labels_to_target"]
-    print("\n| labels | " + " | ".join(map(str, summary["labels"])) + " |\n|---|" + "---:|" * len(summary["labels"]))
-    for arm in ARMS:
-        print(f"| {arm} | " + " | ".join(f"{100 * a:.1f}%" for a in summary["mean_accuracy"][arm]) + " |")
-    print(f"\nrandom's {summary['labels'][-1]}-label accuracy {100 * summary['target']:.1f}%: suggest reaches it with "
-          + (f"{need:.0f} labels" if need is not None else "none of its label counts")
-          + f"; goal (<= {args.goal}) {'met' if summary['goal_met'] else 'not met'}"
-          + (" (--quick: numbers mean nothing)" if args.quick else ""))
-    print(f"wrote {args.work / 'results.json'} and {args.work / 'curves.png'} ({report['seconds'] / 60:.1f} min)")
+    report_runs(runs, args, title, {"lm": str(lm), "preset": args.preset, "pool": args.pool, "test": len(test)},
+                command, t0)
     return 0
 
 

@@ -20,7 +20,7 @@ from test_predict import make_bundle
 from ulmfit.cli.main import main
 from ulmfit.data.merge import SUGGESTION_COLUMNS, merge_labels, text_key
 from ulmfit.errors import UlmfitError
-from ulmfit.suggest import acquisition, disagreement, k_center, margin_scores, rank_texts, threshold_scores
+from ulmfit.suggest import acquisition, disagreement, k_center, k_means, margin_scores, rank_texts, threshold_scores
 
 # From scratch, every layer at once: the tiny preset's gradual unfreezing would keep a random encoder frozen.
 SCRATCH = ["--from-scratch", "--preset", "tiny", "--set", 'schedule=[{"freeze_to": 0, "epochs": 6, "lr": 0.01}]',
@@ -105,6 +105,24 @@ def test_k_center_spreads_picks_and_is_deterministic() -> None:
     assert sorted(k_center(x, 100)) == list(range(len(x)))  # k beyond the rows: every row once
 
 
+def test_k_means_picks_the_most_typical_row_of_each_group() -> None:
+    rng = np.random.default_rng(0)
+    centres = np.eye(3)
+    x = np.concatenate([c + rng.normal(0, 0.05, (n, 3)) for c, n in zip(centres, (20, 6, 6))])
+    x[19] = [1.0, 0.6, 0.0]  # an outlier of the big group: k-center would pick it, k-means must not
+    picks = k_means(x, 3)
+    assert sorted(p // 20 if p < 20 else 1 + (p - 20) // 6 for p in picks) == [0, 1, 2]  # one row per group
+    assert 19 not in picks
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+    for p in picks:  # each pick is its group's row nearest the group's mean direction
+        group = range(20) if p < 20 else range(20, 26) if p < 26 else range(26, 32)
+        mean = unit[list(group)].sum(0)
+        assert p == max(group, key=lambda i: unit[i] @ mean)
+    assert k_means(x, 3) == picks  # deterministic
+    assert sorted(k_means(x, 100)) == list(range(len(x)))
+    assert len(set(k_means(np.ones((10, 3)), 4))) == 4  # identical rows: empty clusters are topped up
+
+
 # ---------------------------------------------------------------------------------------------- a trained model
 
 def test_most_uncertain_texts_come_first(trained) -> None:
@@ -126,6 +144,9 @@ def test_most_uncertain_texts_come_first(trained) -> None:
     assert spread.order[0] == ranking.order[0] and spread.shortlist == 25
     assert list(spread.scores[spread.order]) == sorted(spread.scores[spread.order], reverse=True)
     assert set(spread.order) <= set(np.argsort(-margin, kind="stable")[:25])
+    typical = rank_texts([clf], texts, 5, spread="kmeans")
+    assert len(set(typical.order)) == 5 and set(typical.order) <= set(np.argsort(-margin, kind="stable")[:25])
+    assert list(rank_texts([clf], texts, 5, spread="kmeans").order) == list(typical.order)
 
 
 def test_labelling_round_trip_through_merge_into_classify(trained, tmp_path) -> None:
@@ -209,6 +230,7 @@ def test_bad_inputs_are_one_line_errors_and_write_nothing(trained, tmp_path, cap
         (["suggest", bundle, pool, "--out", notes], "already exists"),
         (["suggest", bundle, pool, "--n", "0", "--out", tmp_path / "s.csv"], "--n must be at least 1"),
         (["suggest", bundle, pool, "--n", "5", "--candidates", "2", "--out", tmp_path / "s.csv"], "fewer than --n"),
+        (["suggest", bundle, pool, "--spread", "median", "--out", tmp_path / "s.csv"], "not a way to spread"),
         (["suggest", bundle, tmp_path / "missing.txt", "--out", tmp_path / "s.csv"], "no such unlabeled file"),
         (["suggest", pool, "--out", tmp_path / "s.csv"], "at least one MODEL"),
         (["suggest", bundle, labels_csv, "--exclude", labels_csv, "--out", tmp_path / "s.csv"], "no texts to rank"),

@@ -50,6 +50,7 @@ from ulmfit.data import load_corpus
 from ulmfit.data.merge import NO_LABEL, SUGGESTION_COLUMNS, is_suggestion_file, text_key
 from ulmfit.errors import UlmfitError
 
+SPREAD = "kcenter"  # how the picks are spread over the shortlist: a key of SPREADS
 CANDIDATES = 5  # the shortlist the picks are spread over: this many times n of the highest scores
 EPS = 1e-7  # keeps logarithms and divisions finite at probabilities of exactly 0 or 1
 
@@ -159,13 +160,55 @@ def k_center(vectors: np.ndarray, k: int) -> list[int]:
     return picked
 
 
+def k_means(vectors: np.ndarray, k: int, *, iters: int = 25, seed: int = 0) -> list[int]:
+    """One row per cluster of spherical k-means (cosine): the row nearest its cluster's centre. k-means++ starts
+    from row 0 (seeded), so the same rows give the same picks; a cluster left empty gives no row, and the picks
+    are topped up with the lowest rows not picked (the shortlist is in score order)."""
+    x = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    if k >= len(x):
+        return list(range(len(x)))
+    rng = np.random.default_rng(seed)
+    starts, dist = [0], 1.0 - x @ x[0]
+    while len(starts) < k:
+        w = np.maximum(dist, 0.0) ** 2
+        w[starts] = 0.0
+        i = int(rng.choice(len(x), p=w / w.sum())) if w.sum() > 0 else next(j for j in range(len(x)) if j not in starts)
+        starts.append(i)
+        dist = np.minimum(dist, 1.0 - x @ x[i])
+    centres = x[starts]
+    for _ in range(iters):
+        assign = np.argmax(x @ centres.T, axis=1)
+        sums = np.zeros_like(centres)
+        np.add.at(sums, assign, x)
+        filled = np.bincount(assign, minlength=k) > 0
+        moved = centres.copy()
+        moved[filled] = sums[filled] / np.maximum(np.linalg.norm(sums[filled], axis=1, keepdims=True), 1e-12)
+        if np.allclose(moved, centres):
+            break
+        centres = moved
+    sim = x @ centres.T
+    assign = np.argmax(sim, axis=1)
+    picked = []
+    for j in range(k):
+        members = np.flatnonzero(assign == j)
+        if len(members):
+            picked.append(int(members[np.argmax(sim[members, j])]))
+    taken = set(picked)
+    return picked + [i for i in range(len(x)) if i not in taken][:k - len(picked)]
+
+
+SPREADS = {"kcenter": k_center, "kmeans": k_means}
+SPREAD_WORDS = {"kcenter": "greedy k-center", "kmeans": "k-means (the text nearest each centre)"}
+
+
 # ------------------------------------------------------------------------------------------- ranking
 
 
 def rank_texts(models: list, texts: list[str], n: int, *, candidates: int | None = None, bs: int | None = None,
-               max_chars: int = MAX_CHARS, progress: bool = False) -> Ranking:
+               max_chars: int = MAX_CHARS, progress: bool = False, spread: str = SPREAD) -> Ranking:
     """The `n` texts to label next of `texts` (see the module docstring), and every text's score."""
     check_counts(n, candidates)
+    check_spread(spread)
     if not texts:
         raise UlmfitError("there are no texts to rank", hint="check the unlabeled file and --exclude")
     texts, _ = clip_texts(texts, max_chars)
@@ -178,7 +221,7 @@ def rank_texts(models: list, texts: list[str], n: int, *, candidates: int | None
         if encoder is None:
             raise UlmfitError("spreading the picks needs a classifier bundle's encoder, and every model given is an "
                               "`ulmfit export` folder", hint=f"pass a bundle too, or --candidates {n}")
-        chosen = short[k_center(pooled_vectors(encoder, [texts[i] for i in short], bs=bs), n)]
+        chosen = short[SPREADS[spread](pooled_vectors(encoder, [texts[i] for i in short], bs=bs), n)]
         picked = chosen[np.argsort(-scores[chosen], kind="stable")]
     else:
         picked = short[:n]
@@ -191,6 +234,11 @@ def check_counts(n: int, candidates: int | None) -> None:
     if candidates is not None and candidates < n:
         raise UlmfitError(f"--candidates {candidates} is fewer than --n {n}",
                           hint=f"pass at least {n}; {n} ranks by score alone")
+
+
+def check_spread(spread: str) -> None:
+    if spread not in SPREADS:
+        raise UlmfitError(f"--spread {spread}: not a way to spread the picks", hint="use " + " or ".join(SPREADS))
 
 
 def read_pool(path: str | Path, *, text_col: str | None = None, in_fmt: str | None = None,
@@ -221,7 +269,8 @@ def read_pool(path: str | Path, *, text_col: str | None = None, in_fmt: str | No
 
 
 def suggest(models: list[str | Path], unlabeled: str | Path, out: str | Path, *, n: int = 100,
-            candidates: int | None = None, exclude: Iterable[str | Path] = (), text_col: str | None = None,
+            candidates: int | None = None, spread: str | None = None, exclude: Iterable[str | Path] = (),
+            text_col: str | None = None,
             in_fmt: str | None = None, bs: int | None = None, device: str | None = None,
             max_chars: int = MAX_CHARS, overwrite: bool = False,
             log: Callable[[str], None] = print) -> SuggestResult:
@@ -235,9 +284,12 @@ def suggest(models: list[str | Path], unlabeled: str | Path, out: str | Path, *,
     check_output_file(out, option="--out", ours=is_suggestion_file, overwrite=overwrite)
     check_max_chars(max_chars)
     check_counts(n, candidates)
+    spread = spread or SPREAD
+    check_spread(spread)
     texts, excluded, repeated = read_pool(unlabeled, text_col=text_col, in_fmt=in_fmt, exclude=exclude)
     clfs = load_models(list(models), device=device)
-    ranking = rank_texts(clfs, texts, n, candidates=candidates, bs=bs, max_chars=max_chars, progress=True)
+    ranking = rank_texts(clfs, texts, n, candidates=candidates, bs=bs, max_chars=max_chars, progress=True,
+                         spread=spread)
     write_suggestions(out, clfs, texts, ranking)
     result = SuggestResult(out=out, picked=len(ranking.order), ranked=len(texts), excluded=excluded,
                            duplicates=repeated, rule=ranking.rule, shortlist=ranking.shortlist,
@@ -246,7 +298,8 @@ def suggest(models: list[str | Path], unlabeled: str | Path, out: str | Path, *,
     log(f"ranked {len(texts):,} texts" + (f" (skipped: {', '.join(s for s in skipped if s)})" if any(skipped) else "")
         + f" by {ranking.rule}")
     how = ("by score alone" if ranking.shortlist <= result.picked else
-           f"spread over the {ranking.shortlist:,} highest scores by greedy k-center on the encoder's pooled vectors")
+           f"spread over the {ranking.shortlist:,} highest scores by {SPREAD_WORDS[spread]} on the encoder's pooled "
+           "vectors")
     log(f"picked {result.picked:,}, {how}; wrote {out} ({result.seconds:g}s)")
     log(f"fill in its label column (leave a cell empty to skip a text; {NO_LABEL} for none of the labels), then: "
         f"ulmfit data merge LABELLED.csv {out} --out ALL.csv")

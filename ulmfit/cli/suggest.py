@@ -12,9 +12,13 @@ from ulmfit.cli._common import Device, InferBs, MaxChars, TextCol
 
 N = Annotated[int, typer.Option("--n", "-n", help="How many texts to suggest.")]
 Candidates = Annotated[Optional[int], typer.Option(
-    "--candidates", metavar="M", help="The picks are spread over the M highest-scoring texts (greedy k-center on "
-    "the encoder's pooled vectors), so that they are not near-duplicates of one another. Default: 5 x --n; "
+    "--candidates", metavar="M", help="The picks are spread over the M highest-scoring texts (by --spread, on the "
+    "encoder's pooled vectors), so that they are not near-duplicates of one another. Default: 5 x --n; "
     "--candidates equal to --n picks by score alone.")]
+Spread = Annotated[Optional[str], typer.Option(
+    "--spread", help="How the picks are spread over the --candidates: kcenter (greedy k-center: always the text "
+    "farthest from the picks so far; reaches the edges, outliers included) or kmeans (k-means into --n groups, "
+    "the text nearest each group's centre: typical texts of every kind). Default: kcenter.")]
 Exclude = Annotated[Optional[list[str]], typer.Option(
     "--exclude", metavar="SRC", help="Texts already labelled: a table, folder or dataset as `classify` reads it "
     "(its text, review or sentence column; every split). Its texts are never suggested. Repeatable.")]
@@ -49,6 +53,7 @@ def register(app: typer.Typer) -> None:
         out: Out = Path("to_label.csv"),
         exclude: Exclude = None,
         candidates: Candidates = None,
+        spread: Spread = None,
         text_col: TextCol = None,
         input_format: InFmt = None,
         max_chars: MaxChars = MAX_CHARS,
@@ -62,6 +67,6 @@ def register(app: typer.Typer) -> None:
         if len(args) < 2:
             raise UlmfitError("suggest needs at least one MODEL and the UNLABELED texts",
                               hint="e.g. ulmfit suggest models/clas pool.csv --n 100 --out to_label.csv")
-        suggest(args[:-1], args[-1], out, n=n, candidates=candidates, exclude=exclude or [], text_col=text_col,
+        suggest(args[:-1], args[-1], out, n=n, candidates=candidates, spread=spread, exclude=exclude or [], text_col=text_col,
                 in_fmt=input_format, bs=bs, device=device, max_chars=max_chars, overwrite=overwrite,
                 log=typer.echo)
