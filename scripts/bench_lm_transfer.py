@@ -46,8 +46,8 @@ def mix_texts(data: Path) -> list[str]:
     """The non-IMDb unlabeled text: GoEmotions train comments and SST train sentences (no dev/test)."""
     import csv
 
-    go = [line.split("\t")[0] for line in open(bench_transfer.need(data / "goemotions" / "train.tsv"),
-                                                encoding="utf-8") if line.strip()]
+    lines = bench_transfer.need(data / "goemotions" / "train.tsv").read_text(encoding="utf-8").splitlines()
+    go = [line.split("\t")[0] for line in lines if line.strip()]
     with open(bench_transfer.need(data / "sst" / "train.csv"), encoding="utf-8", newline="") as f:
         sst = [row["sentence"] for row in csv.DictReader(f)]
     return go + sst

@@ -98,22 +98,67 @@ def test_cli_self_training_writes_teacher_student_and_the_pseudo_labels(lm, tmp_
     assert "self_train" not in teacher and sum(teacher["data"]["documents"]["train"].values()) == 40
 
 
-def test_a_failure_after_the_teacher_leaves_nothing(lm, tmp_path, monkeypatch) -> None:
-    from ulmfit.classify.classifier import Classifier
+def _weights(bundle: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(bundle / "model.safetensors"))
+
+
+@pytest.mark.parametrize("where", ["teacher", "student"])
+def test_an_interrupted_self_training_resumes_to_the_same_student(where, lm, tmp_path, monkeypatch) -> None:
+    import torch
+
+    from ulmfit.classify import checkpoint
 
     data = labelled(30, 20, seed=5, valid_rare=False)
-    texts, _ = rare_reviews(20, seed=6)
-    src = Corpus(data.texts + texts, data.labels + [None] * 20, data.splits + ["unsup"] * 20, "partly-labelled")
+    texts, _ = rare_reviews(40, seed=6)
+    src = Corpus(data.texts + texts, data.labels + [None] * 40, data.splits + ["unsup"] * 40, "partly-labelled")
+    cfg = resolve_config("tiny", overrides={"self_train": 30, "seed": 0}, epochs=4)
+    whole = train_classifier(src, lm=lm, out=tmp_path / "whole", config=cfg, log=lambda s: None)
 
-    def boom(*args, **kwargs):
-        raise KeyboardInterrupt
+    real_save = checkpoint.save
 
-    monkeypatch.setattr(Classifier, "predict_proba", boom)
-    out = tmp_path / "run"
+    def save_then_stop(out, **kw):  # Ctrl-C once `where` has saved its second epoch
+        real_save(out, **kw)
+        if Path(out).name == where and len(kw["history"]) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint, "save", save_then_stop)
+    out = tmp_path / "cut"
     with pytest.raises(KeyboardInterrupt):
-        train_classifier(src, lm=lm, out=out, config=resolve_config("tiny", overrides={"self_train": 10}),
-                         log=lambda s: None)
-    assert list(tmp_path.iterdir()) == []
+        train_classifier(src, lm=lm, out=out, config=cfg, log=lambda s: None)
+    assert (out / "self-train.json").is_file() and (out / where / "checkpoint").is_dir()
+    assert not (out / "model-best").exists()  # the student's bundles reach OUT only when it is done
+    monkeypatch.setattr(checkpoint, "save", real_save)
+    with pytest.raises(UlmfitError, match="already holds a run"):  # neither --resume nor --overwrite
+        train_classifier(src, lm=lm, out=out, config=cfg, log=lambda s: None)
+    other = resolve_config("tiny", overrides={"self_train": 20, "seed": 0}, epochs=4)
+    with pytest.raises(UlmfitError, match="made with other data, another LM or other options"):
+        train_classifier(src, lm=lm, out=out, config=other, resume=True, log=lambda s: None)
+
+    lines: list[str] = []
+    resumed = train_classifier(src, lm=lm, out=out, config=cfg, resume=True, log=lines.append)
+    assert any(line.startswith("resuming from") and f"/{where}/checkpoint" in line for line in lines)
+    assert any("reusing" in line for line in lines) == (where == "student")  # a finished teacher is not retrained
+    assert sorted(p.name for p in out.iterdir()) == ["logs", "model-best", "model-last", "pseudo-labels.csv",
+                                                     "teacher"]
+    assert (out / "pseudo-labels.csv").read_text() == (tmp_path / "whole" / "pseudo-labels.csv").read_text()
+    for name in ("model-best", "model-last"):
+        a, b = _weights(whole.out / name), _weights(out / name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed.accuracy == whole.accuracy
+    meta = json.loads((out / "model-best" / "meta.json").read_text())
+    assert meta["self_train"] == json.loads((whole.out / "model-best" / "meta.json").read_text())["self_train"]
+
+
+def test_resume_without_an_interrupted_self_training_is_an_error(lm, tmp_path) -> None:
+    data = labelled(30, 20, seed=5, valid_rare=False)
+    src = Corpus(data.texts + ["spare text"], data.labels + [None], data.splits + ["unsup"], "partly-labelled")
+    (tmp_path / "run").mkdir()
+    with pytest.raises(UlmfitError, match="nothing to resume"):
+        train_classifier(src, lm=lm, out=tmp_path / "run", config=resolve_config("tiny", overrides={"self_train": 1}),
+                         resume=True, log=lambda s: None)
+    assert list((tmp_path / "run").iterdir()) == []
 
 
 def test_bad_self_training_options_are_one_line_errors(lm, tmp_path, capsys) -> None:

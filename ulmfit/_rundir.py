@@ -30,9 +30,9 @@ except ImportError:  # Windows: no advisory locks; the checks still run
 
 # What a training run writes into OUT; anything else there belongs to the user. Besides these, the run log
 # (`ulmfit.runlog.LOG_DIR`, "logs") is written live, not staged: a killed run's log is what tells what happened.
-OWN_ENTRIES = ("model-best", "model-last", "checkpoint", "teacher", "pseudo-labels.csv")
+OWN_ENTRIES = ("model-best", "model-last", "checkpoint", "teacher", "student", "self-train.json", "pseudo-labels.csv")
 # The entries whose presence means OUT holds a previous run.
-RUN_MARKERS = ("model-best", "model-last", "checkpoint")
+RUN_MARKERS = ("model-best", "model-last", "checkpoint", "self-train.json")
 LOCK = ".ulmfit.lock"
 # Staging names carry the writer's pid (ulmfit._io.atomic_dir), so a dead writer's leftovers can be recognised.
 _STAGING = re.compile(r"^\..+\.(?:tmp|old|stage)-(\d+)(?:-.*)?$")

@@ -10,6 +10,7 @@ The recipe, top to bottom:
               teacher's bias toward one class is not amplified)
     student   `fit_classifier` on pseudo-labelled + labelled training documents -> OUT/model-best; the
               validation split keeps its real labels only, so model selection is as honest as without
+    resume    teacher and student are separate stages, each with its checkpoint (`self_train`'s docstring)
 
 What it gains over the teacher, measured: BENCHMARKS.md.
 """
@@ -18,7 +19,8 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import os
+import hashlib
+import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -27,7 +29,8 @@ from typing import Any
 import numpy as np
 
 from ulmfit._io import read_json, write_json
-from ulmfit._rundir import staged_entries
+from ulmfit._io import replace_path
+from ulmfit.classify import checkpoint
 from ulmfit.classify.classifier import Classifier
 from ulmfit.classify.config import ClassifierConfig
 from ulmfit.classify.data import prepare_corpus
@@ -37,6 +40,8 @@ from ulmfit.errors import UlmfitError
 from ulmfit.runlog import LOG_DIR
 
 TEACHER = "teacher"
+STUDENT = "student"  # the student's working folder while the run is under way
+PROGRESS = "self-train.json"  # what the run is made with and how far it got, while it is under way
 PSEUDO_LABELS = "pseudo-labels.csv"
 
 
@@ -84,12 +89,17 @@ def unlabeled_pool(src: Corpus, unlabeled: str | Path | Corpus | None, *, text_c
 
 def self_train(src: str | Path | Corpus, *, lm: str | Path, out: str | Path, config: ClassifierConfig,
                unlabeled: str | Path | Corpus | None = None, text_col: str | None = None,
-               label_col: str | None = None, device: str | None = None,
+               label_col: str | None = None, device: str | None = None, resume: bool = False,
                log: Callable[[str], None] = print) -> TrainResult:
     """Teacher on SRC's labels; it labels `config.self_train` unlabeled texts; the student trains on the most
     confident of them plus the labels. Writes OUT/model-best and OUT/model-last (the student: returned, with
-    the self-training summary in meta.json), OUT/teacher/ and OUT/pseudo-labels.csv (every kept label), all
-    at once when the student is done: an error or Ctrl-C on the way leaves OUT as it was."""
+    the self-training summary in meta.json), OUT/teacher/ and OUT/pseudo-labels.csv (every kept label).
+
+    The two classifiers are two resumable stages: while the run is under way OUT/self-train.json records what it
+    was made with and how far it got, the teacher trains in OUT/teacher/ and the student in OUT/student/, each with
+    its checkpoint. An interrupted run keeps them, and `resume` continues it: a finished teacher is reused, an
+    interrupted one continues from its checkpoint, and so does the student (the teacher's labels are recomputed:
+    the same draw, the same probabilities). The student's bundles reach OUT when it is done."""
     cfg = config
     if cfg.from_scratch:
         raise UlmfitError("self-training starts from a language model; it does not combine with --from-scratch",
@@ -103,44 +113,87 @@ def self_train(src: str | Path | Corpus, *, lm: str | Path, out: str | Path, con
         raise UlmfitError(f"self-training works with single-label classifiers, not {task.kind}",
                           hint="drop --self-train")
     plain = dataclasses.replace(cfg, self_train=0, max_train=None)  # labelled is already the --max-train sample
-    # OUT is already checked and locked by train_classifier; both classifiers train in a staging folder inside it
-    with staged_entries(out) as stage:
-        def log_final(line: str) -> None:  # name where things will be, not the staging folder they start in
-            log(line.replace(str(stage / TEACHER), str(out / TEACHER)).replace(str(stage / "student"), str(out)))
+    progress = _progress(out, resume, {"config": cfg.to_dict(), "lm": str(lm), "data": labelled.fingerprint,
+                                       "pool": hashlib.sha256("\n".join(pool).encode()).hexdigest()})
 
+    if progress.get("teacher") == "done":
+        teacher = _reloaded(out / TEACHER, plain, log)
+    else:
         log(f"self-training: the teacher trains on {labelled.splits.count('train'):,} labelled documents")
-        (stage / TEACHER).mkdir()
-        teacher = fit_classifier(labelled, lm=lm, out=stage / TEACHER, config=plain, device=device, log=log_final)
+        (out / TEACHER).mkdir(exist_ok=True)
+        teacher = fit_classifier(labelled, lm=lm, out=out / TEACHER, config=plain, device=device, log=log,
+                                 resume=_has_checkpoint(out / TEACHER))
+        progress["teacher"] = "done"
+        write_json(out / PROGRESS, progress)
 
-        texts = draw_texts(pool, cfg.self_train, cfg.seed)
-        log(f"self-training: the teacher labels {len(texts):,} of {len(pool):,} unlabeled documents")
-        probs = Classifier.load(teacher.best, device=device).predict_proba(texts, progress=True)
-        keep = select_confident(probs, cfg.self_train_keep)
-        if not len(keep):
-            raise UlmfitError(f"self-training kept no pseudo-labels of {len(texts)} (keep {cfg.self_train_keep})",
-                              hint="raise --self-train or --self-train-keep")
-        pseudo = [teacher.labels[k] for k in probs[keep].argmax(1)]
-        conf = probs[keep].max(1)
-        counts = {lab: pseudo.count(lab) for lab in teacher.labels}
-        summary: dict[str, Any] = {
-            "teacher": f"{TEACHER}/model-best", "teacher_valid_accuracy": round(teacher.accuracy, 4),
-            "pool": len(pool), "labelled_by_teacher": len(texts), "keep": cfg.self_train_keep, "kept": len(keep),
-            "kept_per_label": counts, "min_confidence": round(float(conf.min()), 4)}
-        log(f"self-training: kept {len(keep):,} ({', '.join(f'{lab} {n:,}' for lab, n in counts.items())}), "
-            f"confidence >= {summary['min_confidence']:.3f}; the student trains on them and the labels")
-        student_data = student_corpus(labelled, [texts[i] for i in keep], pseudo)
-        (stage / "student").mkdir()
-        student = fit_classifier(student_data, lm=lm, out=stage / "student", config=plain, device=device,
-                                 log=log_final)
-        _write_pseudo_labels(stage / "student" / PSEUDO_LABELS, [texts[i] for i in keep], pseudo, conf)
-        for name in ("model-best", "model-last"):
-            _record(stage / "student" / name, summary, cfg)
-        for name in ("model-best", "model-last", PSEUDO_LABELS, LOG_DIR):  # published into OUT with the teacher
-            os.replace(stage / "student" / name, stage / name)
-        shutil.rmtree(stage / "student")
+    texts = draw_texts(pool, cfg.self_train, cfg.seed)
+    log(f"self-training: the teacher labels {len(texts):,} of {len(pool):,} unlabeled documents")
+    probs = Classifier.load(teacher.best, device=device).predict_proba(texts, progress=True)
+    keep = select_confident(probs, cfg.self_train_keep)
+    if not len(keep):
+        raise UlmfitError(f"self-training kept no pseudo-labels of {len(texts)} (keep {cfg.self_train_keep})",
+                          hint="raise --self-train or --self-train-keep")
+    pseudo = [teacher.labels[k] for k in probs[keep].argmax(1)]
+    conf = probs[keep].max(1)
+    counts = {lab: pseudo.count(lab) for lab in teacher.labels}
+    summary: dict[str, Any] = {
+        "teacher": f"{TEACHER}/model-best", "teacher_valid_accuracy": round(teacher.accuracy, 4),
+        "pool": len(pool), "labelled_by_teacher": len(texts), "keep": cfg.self_train_keep, "kept": len(keep),
+        "kept_per_label": counts, "min_confidence": round(float(conf.min()), 4)}
+    log(f"self-training: kept {len(keep):,} ({', '.join(f'{lab} {n:,}' for lab, n in counts.items())}), "
+        f"confidence >= {summary['min_confidence']:.3f}; the student trains on them and the labels")
+    student_data = student_corpus(labelled, [texts[i] for i in keep], pseudo)
+    work = out / STUDENT
+    work.mkdir(exist_ok=True)
+
+    def log_final(line: str) -> None:  # the student's bundles are named where they end up, not in its working folder
+        log(line.replace(f"{work}/model-", f"{out}/model-"))
+
+    student = fit_classifier(student_data, lm=lm, out=work, config=plain, device=device, log=log_final,
+                             resume=_has_checkpoint(work))
+    _write_pseudo_labels(work / PSEUDO_LABELS, [texts[i] for i in keep], pseudo, conf)
+    for name in ("model-best", "model-last"):
+        _record(work / name, summary, cfg)
+    for name in ("model-best", "model-last", PSEUDO_LABELS, LOG_DIR):  # the student's entries become OUT's
+        replace_path(work / name, out / name)
+    shutil.rmtree(work)
+    (out / PROGRESS).unlink()
     log(f"self-training: student valid accuracy {student.accuracy:.4f} (teacher {teacher.accuracy:.4f}); "
         f"{out}/model-best, {out}/{TEACHER}/, {out}/{PSEUDO_LABELS}")
     return dataclasses.replace(student, out=out, best=out / "model-best", last=out / "model-last")
+
+
+def _progress(out: Path, resume: bool, made_with: dict[str, Any]) -> dict[str, Any]:
+    """OUT/self-train.json for this run: read back and checked on `resume`; otherwise a fresh one, after the
+    stage folders of an earlier run (OUT is already checked: --overwrite was given if there was one) are gone."""
+    path, digest = out / PROGRESS, hashlib.sha256(json.dumps(made_with, sort_keys=True).encode()).hexdigest()
+    if resume:
+        if not path.is_file():
+            raise UlmfitError(f"nothing to resume: {path} does not exist (no self-training run was interrupted in "
+                              f"{out})", hint="drop --resume")
+        progress = read_json(path)
+        if progress.get("made_with") != digest:
+            raise UlmfitError(f"{out} holds a self-training run made with other data, another LM or other options",
+                              hint="resume with the same command, or pass --overwrite to start again")
+        return progress
+    for name in (TEACHER, STUDENT):
+        shutil.rmtree(out / name, ignore_errors=True)
+    progress = {"made_with": digest, "teacher": "training"}
+    write_json(path, progress)
+    return progress
+
+
+def _has_checkpoint(run: Path) -> bool:
+    return (run / checkpoint.CHECKPOINT).is_dir()
+
+
+def _reloaded(teacher: Path, cfg: ClassifierConfig, log: Callable[[str], None]) -> TrainResult:
+    """The finished teacher of an interrupted run, as fit_classifier returned it."""
+    meta = read_json(teacher / "model-best" / "meta.json")
+    log(f"self-training: the teacher finished before the interruption: reusing {teacher}/model-best")
+    return TrainResult(out=teacher, best=teacher / "model-best", last=teacher / "model-last",
+                       labels=list(meta["labels"]), metrics=meta["metrics"], best_epoch=meta["best_epoch"],
+                       valid=meta["valid"], config=cfg, seconds=meta["seconds"], ngram=meta.get("ngram"))
 
 
 def _record(bundle: Path, summary: dict[str, Any], cfg: ClassifierConfig) -> None:

@@ -36,9 +36,6 @@ def train_classifier(src: str | Path | Corpus, *, lm: str | Path | None, out: st
     interrupted run from OUT/checkpoint (same data and options)."""
     if unlabeled is not None and not config.self_train:
         raise UlmfitError("unlabeled texts are only read for self-training", hint="pass --self-train N as well")
-    if resume and config.self_train:
-        raise UlmfitError("--resume continues a classifier run; a self-training run starts again",
-                          hint="drop --resume (and pass --overwrite)")
     if resume and overwrite:
         raise UlmfitError("--resume continues the run in --out, --overwrite replaces it", hint="pass one of them")
     if config.self_train and distributed.world_size() > 1:
@@ -54,6 +51,6 @@ def train_classifier(src: str | Path | Corpus, *, lm: str | Path | None, out: st
         with distributed.on_main(run_dir(out, overwrite=overwrite, resume=resume, log=log), f"checking --out {out}"):
             if config.self_train:
                 return self_train(src, lm=lm, out=out, config=config, unlabeled=unlabeled, text_col=text_col,
-                                  label_col=label_col, device=device, log=log)
+                                  label_col=label_col, device=device, resume=resume, log=log)
             return fit_classifier(src, lm=lm, out=out, config=config, text_col=text_col, label_col=label_col,
                                   device=device, resume=resume, log=log)

@@ -22,7 +22,8 @@ _OUT = ("Output folder of the run. Only the run's own entries are written there 
         "folder at a time (a lock).")
 Out = Annotated[Path, typer.Option("--out", "-o", help=_OUT.format(
     entries="model-best/, model-last/, logs/ (metrics as they happen), checkpoint/ (while the run is unfinished: "
-    "--resume continues it), and teacher/ and pseudo-labels.csv with --self-train",
+    "--resume continues it), and teacher/ and pseudo-labels.csv with --self-train (student/ and self-train.json "
+    "while it runs)",
     unless="--overwrite or --resume"))]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace the run already in --out (its model-best/, "
                                          "model-last/ ...; other files in the folder are kept).")]
