@@ -10,8 +10,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_classify import (
+    NEG_RARE,
+    POS_RARE,
+    _pretrain,
+    labelled,
+    lm_corpus,
+    review,
+    write_csv,
+)
 
-from test_classify import NEG_RARE, POS_RARE, _pretrain, labelled, lm_corpus, review, write_csv
 from ulmfit.classify import resolve_config, train_classifier
 from ulmfit.classify.self_train import select_confident, unlabeled_pool
 from ulmfit.cli.main import main

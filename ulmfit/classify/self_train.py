@@ -28,8 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from ulmfit._io import read_json, write_json
-from ulmfit._io import replace_path
+from ulmfit._io import read_json, replace_path, write_json
 from ulmfit.classify import checkpoint
 from ulmfit.classify.classifier import Classifier
 from ulmfit.classify.config import ClassifierConfig
