@@ -51,7 +51,12 @@ def test_numpy_inference_equals_scikit_learn_and_round_trips(tmp_path, classes) 
                           max_features=100_000)
     x = vec.fit_transform(texts)
     ref = LogisticRegression(max_iter=2000, C=model.c).fit(x, [list(classes).index(y) for y in labels])
-    assert np.allclose(p, ref.predict_proba(vec.transform(test)), atol=1e-6)
+    logits = ref.decision_function(vec.transform(test)) / model.temperature  # calibrated out of fold
+    if logits.ndim == 1:
+        logits = np.stack([np.zeros_like(logits), logits], axis=1)
+    expected = np.exp(logits - logits.max(1, keepdims=True))
+    assert np.allclose(p, expected / expected.sum(1, keepdims=True), atol=1e-6)
+    assert np.array_equal(p.argmax(1), ref.predict(vec.transform(test)))  # the temperature changes no decision
     assert (np.array(classes)[p[:30].argmax(1)] == np.array(_corpus(30, seed=1, classes=classes)[1])).mean() > 0.8
 
     model.save(tmp_path)
@@ -59,6 +64,23 @@ def test_numpy_inference_equals_scikit_learn_and_round_trips(tmp_path, classes) 
     assert b"pickle" not in (tmp_path / ARRAYS_FILE).read_bytes()[:200]
     again = NgramModel.load(tmp_path)
     assert np.array_equal(again.predict_proba(test), p) and again.classes == list(classes)
+
+
+def test_the_temperature_calibrates_an_overconfident_model_out_of_fold() -> None:
+    from ulmfit.classify.ngram import fit_temperature
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400)
+    right = rng.random(400) < 0.7  # 70% right, and always sure: logits of +-20
+    scores = np.where(right == (y == 1), 20.0, -20.0)
+    t = fit_temperature(scores, y)
+    p_right = 1 / (1 + np.exp(-20.0 / t))
+    assert t > 10 and abs(p_right - right.mean()) < 0.05  # as sure as it is right
+    honest = np.where(y == 1, 1.0, -1.0) * np.log(0.7 / 0.3) * np.where(right, 1, -1)  # already calibrated
+    assert 0.8 < fit_temperature(honest, y) < 1.25
+    texts, labels = _corpus(120, seed=0)
+    model = fit_ngram(texts, labels, ["neg", "pos"], seed=0)
+    assert model.temperature == fit_ngram(texts, labels, ["neg", "pos"], seed=0).temperature  # deterministic
 
 
 def test_a_bundle_without_the_ngram_part_is_one_clear_error(tmp_path) -> None:

@@ -6,7 +6,8 @@ the neural model, and a user should see that on their own data (`evaluate` repor
 different mistakes, so a weighted mean of their probabilities (the weight chosen on the validation split, 0 and 1
 allowed; `choose_weight`) is what `predict` and `evaluate` use when validation says it helps (Mesnil et al., 2014).
 
-Fitting uses scikit-learn (C chosen by stratified cross-validation on the training labels only). The fitted model
+Fitting uses scikit-learn (C chosen by stratified cross-validation on the training labels only; the single-label
+model's logits then divided by the temperature that calibrates its out-of-fold predictions, `fit_temperature`). The fitted model
 is stored without pickle: the vocabulary and analyzer settings as JSON, idf / coefficients / intercepts as
 safetensors, and `NgramModel.predict_proba` re-implements the analyzer and the linear model in numpy, so inference
 needs neither scikit-learn nor torch.
@@ -48,6 +49,7 @@ class NgramModel:
     cv_accuracy: float        # its mean cross-validated score on the training labels (`cv_metric`)
     link: str = "softmax"     # softmax (one label) | sigmoid (a logistic regression per label) | identity (ridge)
     cv_metric: str = "accuracy"  # accuracy | bce (multi-label) | mse (regression)
+    temperature: float = 1.0  # the logistic regression's logits were divided by it (`fit_temperature`); in coef
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         """(n, K) class probabilities (per-label ones for multi-label; (n, 1) values for a regression), linear in
@@ -87,7 +89,7 @@ class NgramModel:
         kind = {"softmax": "tfidf-logreg", "sigmoid": "tfidf-logreg-per-label", "identity": "tfidf-ridge"}[self.link]
         write_json(folder / JSON_FILE, {"kind": kind, "settings": SETTINGS, "classes": self.classes, "link": self.link,
                                         "c": self.c, "cv_accuracy": self.cv_accuracy, "cv_metric": self.cv_metric,
-                                        "vocab": vocab})
+                                        "temperature": self.temperature, "vocab": vocab})
         # C order: safetensors writes the raw buffer, and scikit-learn's coef_ can be Fortran-ordered
         arrays = {"idf": self.idf, "coef": self.coef, "intercept": self.intercept}
         save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(folder / ARRAYS_FILE))
@@ -107,7 +109,8 @@ class NgramModel:
         return cls(classes=meta["classes"], vocab={g: j for j, g in enumerate(meta["vocab"])},
                    idf=arrays["idf"].astype(np.float64), coef=arrays["coef"].astype(np.float64),
                    intercept=arrays["intercept"].astype(np.float64), c=meta["c"], cv_accuracy=meta["cv_accuracy"],
-                   link=meta.get("link", "softmax"), cv_metric=meta.get("cv_metric", "accuracy"))
+                   link=meta.get("link", "softmax"), cv_metric=meta.get("cv_metric", "accuracy"),
+                   temperature=meta.get("temperature", 1.0))
 
 
 def _analyze(text: str) -> list[str]:
@@ -125,7 +128,7 @@ def fit_ngram(texts: list[str], labels: list, classes: list[str], seed: int, tas
     task, ridge regression on the target (`_fit_per_label`, `_fit_ridge`)."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_predict
 
     kw = {k: tuple(v) if k == "ngram_range" else v for k, v in SETTINGS.items()}
     n_docs = len(texts)
@@ -144,18 +147,41 @@ def fit_ngram(texts: list[str], labels: list, classes: list[str], seed: int, tas
                           link=link, cv_metric=metric)
     y = np.array([classes.index(lab) for lab in labels])
     folds = min(5, int(np.bincount(y, minlength=len(classes)).min()))
+    temperature = 1.0
     if folds >= 2:
         cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
         grid = GridSearchCV(LogisticRegression(max_iter=2000), {"C": list(C_GRID)}, cv=cv, n_jobs=1).fit(x, y)
         model, c, cv_acc = grid.best_estimator_, float(grid.best_params_["C"]), float(grid.best_score_)
+        oof = cross_val_predict(LogisticRegression(max_iter=2000, C=c), x, y, cv=cv, method="decision_function")
+        temperature = fit_temperature(oof, y)
     else:  # a class with one example: nothing to cross-validate on
         model, c, cv_acc = LogisticRegression(max_iter=2000, C=1.0).fit(x, y), 1.0, float("nan")
-    coef, intercept = model.coef_, model.intercept_
     if len(model.classes_) < len(classes):  # a class absent from training never gets probability mass
         raise UlmfitError("the n-gram model saw fewer classes than the classifier")
+    # logits / T: the same decisions, probabilities as sure as the model was out of fold
+    coef, intercept = model.coef_ / temperature, model.intercept_ / temperature
     return NgramModel(classes=list(classes), vocab=vocab, idf=vec.idf_.astype(np.float64),
                       coef=np.ascontiguousarray(coef, dtype=np.float64), intercept=np.asarray(intercept, dtype=np.float64),
-                      c=c, cv_accuracy=cv_acc)
+                      c=c, cv_accuracy=cv_acc, temperature=temperature)
+
+
+TEMPERATURES = np.exp(np.linspace(np.log(0.25), np.log(32.0), 71))  # tried for the out-of-fold calibration
+
+
+def fit_temperature(scores: np.ndarray, y: np.ndarray) -> float:
+    """The T in TEMPERATURES whose softmax(scores / T) has the lowest log-loss on labels `y`: scores are the
+    logistic regression's out-of-fold decision values ((n,) for two classes: the second class's logit). A model
+    whose C was chosen for accuracy on a few hundred texts can be far surer than it is right (large C: logits in
+    the tens); its probabilities would then outvote the neural model's in the ensemble's mean."""
+    logits = np.stack([np.zeros_like(scores), scores], axis=1) if scores.ndim == 1 else scores
+    rows = np.arange(len(y))
+
+    def nll(t: float) -> float:
+        z = logits / t
+        z = z - z.max(axis=1, keepdims=True)
+        return float(-(z[rows, y] - np.log(np.exp(z).sum(axis=1))).mean())
+
+    return float(min(TEMPERATURES, key=lambda t: (nll(t), abs(np.log(t)))))
 
 
 C_GRID_PER_LABEL = (1.0, 3.0, 10.0)  # fewer than C_GRID: each C costs one fit per label per fold
