@@ -46,12 +46,10 @@ from ulmfit._outputs import check_output_file
 from ulmfit.classify.config import ClassifierConfig
 from ulmfit.classify.fit import _build, _setup
 from ulmfit.errors import UlmfitError
-from ulmfit.lm.config import LMConfig, fit_min_steps, schedule
-from ulmfit.lm.model import load_lm_state
+from ulmfit.lm.config import LMConfig, schedule
 from ulmfit.lm.pretrained import adopt_pretrained_arch, open_pretrained, start_from_pretrained
-from ulmfit.lm.train import TRAIN_SPLITS, VALID_SPLIT, make_learner, read_corpus
-from ulmfit.loaders import lm_dataloaders
-from ulmfit.runtime import resolve_device, seed_all, set_threads
+from ulmfit.lm.train import read_corpus, setup_learner
+from ulmfit.runtime import set_threads
 from ulmfit.store import build_store
 from ulmfit.tokenize import TokenizerSpec
 
@@ -136,8 +134,6 @@ def lr_find_lm(src, *, config: LMConfig, out: str | Path, pretrained: str | Path
     if not phases:
         raise UlmfitError("nothing to sweep: the schedule has no epochs", hint="pass --epochs 1")
     phase = _pick(phases, stage, f"{kind} phase", "--stage")
-    set_threads()
-    dev = resolve_device(device)
     corpus = read_corpus(src, text_col, label_col, max_docs, seed, log)
     if source is None:
         store, init_state = build_store(corpus, spec=TokenizerSpec(**config.tokenizer_spec())), None
@@ -145,18 +141,10 @@ def lr_find_lm(src, *, config: LMConfig, out: str | Path, pretrained: str | Path
         store, init_state, notes = start_from_pretrained(source, corpus, config, log)
         for n in notes:
             log(n)
-    seed_all(seed)
-    train_splits = tuple(s for s in TRAIN_SPLITS if s in store.splits())
-    valid_tokens = store.n_tokens(VALID_SPLIT) if VALID_SPLIT in store.splits() else None
-    cfg, note = fit_min_steps(config, sum(store.n_tokens(s) for s in train_splits), sum(p.epochs for p in phases),
-                              n_valid_tokens=valid_tokens)
+    learn, _, cfg, note, _, _ = setup_learner(store, corpus, config, phases, seed=seed, backwards=backwards,
+                                              device=device, init_state=init_state)
     if note:
         log(note)
-    dls = lm_dataloaders(store, train_splits=train_splits, valid_split=VALID_SPLIT, bs=cfg.bs, seq_len=cfg.seq_len,
-                         backwards=backwards, seed=seed, device=dev)
-    learn, _ = make_learner(cfg, dls, store.vocab, dev)
-    if init_state is not None:
-        load_lm_state(learn.model, init_state, "the pretrained model")
     if phase.trainable == "all":
         learn.unfreeze()
     else:

@@ -298,10 +298,11 @@ class Run:
         checkpoint.save(self, phase_idx, epoch_in_phase)
 
 
-def _run(*, stage: str, cfg: LMConfig, preset: str, phases: list[Phase], store: TokenStore, corpus: Corpus,
-         out: Path, seed: int, backwards: bool, device: str | None, init_state: dict | None,
-         pretrained_info: dict | None, ckpt: Path | None, log: Callable[[str], None]) -> LMResult:
-    """setup → train → save → cleanup; `ckpt` (OUT/checkpoint) continues an interrupted run."""
+def setup_learner(store: TokenStore, corpus: Corpus, cfg: LMConfig, phases: list[Phase], *, seed: int,
+                  backwards: bool, device: str | None, init_state: dict | None):
+    """The Learner every LM stage trains (and `ulmfit lr-find lm` sweeps): threads, device, seeds, the batch size
+    `fit_min_steps` settles on, the loaders, the model (with `init_state` loaded). Returns (learner, arch,
+    config, the batch-size note or None, the training splits, the device)."""
     set_threads()
     dev = resolve_device(device)
     seed_all(seed)
@@ -317,6 +318,16 @@ def _run(*, stage: str, cfg: LMConfig, preset: str, phases: list[Phase], store: 
     learn, arch = make_learner(cfg, dls, store.vocab, dev)
     if init_state is not None:
         load_lm_state(learn.model, init_state, "the pretrained model")
+    return learn, arch, cfg, bs_note, train_splits, dev
+
+
+def _run(*, stage: str, cfg: LMConfig, preset: str, phases: list[Phase], store: TokenStore, corpus: Corpus,
+         out: Path, seed: int, backwards: bool, device: str | None, init_state: dict | None,
+         pretrained_info: dict | None, ckpt: Path | None, log: Callable[[str], None]) -> LMResult:
+    """setup → train → save → cleanup; `ckpt` (OUT/checkpoint) continues an interrupted run."""
+    learn, arch, cfg, bs_note, train_splits, dev = setup_learner(store, corpus, cfg, phases, seed=seed,
+                                                                 backwards=backwards, device=device,
+                                                                 init_state=init_state)
     run = Run(stage=stage, cfg=cfg, preset=preset, phases=phases, store=store, corpus=corpus, out=out, seed=seed,
               backwards=backwards, pretrained_info=pretrained_info, learn=learn, device=dev,
               train_splits=train_splits, log=log)
