@@ -212,3 +212,20 @@ def test_lm_finetune_can_extend_the_vocabulary(pretrained, work):
     assert torch.allclose(emb[:len(old)], emb_old, atol=1e-6)
     for w in added:
         assert torch.allclose(emb[b.vocab.stoi[w]], emb_old.mean(0), atol=1e-6)
+
+
+def test_pretrain_also_reads_more_sources_whole(work, tmp_path):
+    main_src = write_csv(work / "also-main.csv", human_numbers(n_docs=80, seed=5))
+    mine = tmp_path / "mine.txt"
+    mine.write_text("".join(f"my own unlabeled text number {i} , with words of its own\n" for i in range(30)))
+    rc, out = run(["pretrain", main_src, "--out", tmp_path / "lm", "--preset", "tiny", "--epochs", "1",
+                   "--max-docs", "40", "--also", mine])
+    assert rc == 0, out
+    assert "training on train (40 docs)" not in out  # --max-docs caps the main source, then mine.txt joins whole
+    assert "data: --also mine.txt: train 27, valid 3" in out
+    assert "training on train (67 docs); validating on valid (11 docs)" in out
+    b = read_bundle(tmp_path / "lm")
+    assert "unlabeled" in b.vocab.itos  # a word only the --also source has
+    rc, out = run(["pretrain", main_src, "--out", tmp_path / "lm2", "--preset", "tiny", "--also",
+                   tmp_path / "missing.txt"])
+    assert rc == 1 and not (tmp_path / "lm2").exists()

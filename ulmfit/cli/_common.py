@@ -74,6 +74,10 @@ Backwards = Annotated[bool, typer.Option(
     "--backwards", help="Train on the reversed token stream (a backward LM, for a backward classifier).")]
 MaxDocs = Annotated[Optional[int], typer.Option(
     "--max-docs", help="Use at most N documents of each split (train, unsup, valid): quick runs.")]
+Also = Annotated[Optional[list[str]], typer.Option(
+    "--also", metavar="SRC", help="Pretrain on this corpus's non-test texts too (repeatable; any source SRC can be, "
+    "its text column detected, its valid split (or 10% of its train rows) joining validation; --max-docs applies "
+    "to SRC only): e.g. your own unlabeled texts beside a public corpus.")]
 Resume = Annotated[bool, typer.Option(
     "--resume", help="Continue an interrupted run from OUT/checkpoint (same data and options).")]
 
@@ -81,7 +85,7 @@ Resume = Annotated[bool, typer.Option(
 def train_lm(stage: str, src: str, out: Path, *, pretrained: str | None = None, preset: str, config: Path | None,
              set_: list[str] | None, epochs: int | None, bs: int | None, seed: int, backwards: bool,
              text_col: str | None, label_col: str | None, max_docs: int | None, resume: bool, overwrite: bool,
-             device: str | None) -> None:
+             device: str | None, also: list[str] | None = None) -> None:
     """The body of `pretrain` (stage "pretrain") and `lm-finetune` ("finetune"): resolve and check the config
     before any data is read, train, and print the best bundle and its validation metrics as the last line."""
     overrides = {"epochs": epochs, "bs": bs}
@@ -91,7 +95,7 @@ def train_lm(stage: str, src: str, out: Path, *, pretrained: str | None = None, 
     common = dict(preset=preset, seed=seed, backwards=backwards, device=device, text_col=text_col,
                   label_col=label_col, max_docs=max_docs, resume=resume, overwrite=overwrite)
     if stage == "pretrain":
-        result = pretrain(src, out, cfg, **common)
+        result = pretrain(src, out, cfg, also=also or [], **common)
     else:  # the user's own keys are checked against the pretrained model's architecture and tokenizer
         result = finetune(src, pretrained, out, cfg, explicit=explicit_keys(config, set_, overrides), **common)
     best = result.metrics[result.best_epoch - 1] if result.best_epoch else {}

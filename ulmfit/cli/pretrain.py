@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from ulmfit.cli._common import (Backwards, Bs, Config, Corpus, Device, Epochs, LabelCol, LmOut, MaxDocs, Overwrite,
-                                LmPreset, Resume, Seed, Set, TextCol, train_lm)
+from ulmfit.cli._common import (Also, Backwards, Bs, Config, Corpus, Device, Epochs, LabelCol, LmOut, LmPreset,
+                                MaxDocs, Overwrite, Resume, Seed, Set, TextCol, train_lm)
 
 HELP = (
     "Pretrain a language model from scratch on a corpus: an AWD-LSTM (ULMFiT), or a QRNN (MultiFiT) with "
@@ -32,10 +32,11 @@ def register(app: typer.Typer) -> None:
         text_col: TextCol = None,
         label_col: LabelCol = None,
         max_docs: MaxDocs = None,
+        also: Also = None,
         resume: Resume = False,
         overwrite: Overwrite = False,
         device: Device = None,
     ) -> None:
         train_lm("pretrain", src, out, preset=preset, config=config, set_=set_, epochs=epochs, bs=bs, seed=seed,
                  backwards=backwards, text_col=text_col, label_col=label_col, max_docs=max_docs, resume=resume,
-                 overwrite=overwrite, device=device)
+                 overwrite=overwrite, device=device, also=also)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,11 +83,14 @@ class LMResult:
 def pretrain(src: str | Path | Corpus, out: str | Path, cfg: LMConfig | str = "small", *, seed: int = 42,
              backwards: bool = False, device: str | None = None, text_col: str | None = None,
              label_col: str | None = None, max_docs: int | None = None, resume: bool = False,
-             overwrite: bool = False, preset: str | None = None, log: Callable[[str], None] = print) -> LMResult:
+             overwrite: bool = False, preset: str | None = None, also: Sequence[str | Path | Corpus] = (),
+             log: Callable[[str], None] = print) -> LMResult:
     """Train an LM (cfg.arch) from scratch on `src` (labels ignored) and write OUT/model-best + OUT/model-last.
 
     Splits "train" and "unsup" train the model, "valid" validates it, "test" is never read. The tokenizer and
-    vocabulary are trained on those non-test splits (ulmfit.store.build_store).
+    vocabulary are trained on those non-test splits (ulmfit.store.build_store). `also`: more sources whose
+    non-test documents join `src`'s (after `max_docs` capped `src`), e.g. the user's own unlabeled texts beside a
+    public corpus.
     """
     preset, cfg = _as_config(cfg, preset)
     log_every()  # a bad ULMFIT_LOG_EVERY fails here, before any data is read
@@ -97,12 +100,13 @@ def pretrain(src: str | Path | Corpus, out: str | Path, cfg: LMConfig | str = "s
         raise UlmfitError("nothing to train: epochs is 0", hint="pass --epochs 1 or more")
     with distributed.session(device):
         log = distributed.main_log(log)
-        distributed.check_same(_options("pretrain", src, None, out, cfg, preset, seed, backwards, text_col,
-                                        label_col, max_docs, resume, overwrite, device))
+        distributed.check_same({**_options("pretrain", src, None, out, cfg, preset, seed, backwards, text_col,
+                                           label_col, max_docs, resume, overwrite, device),
+                                "also": [a.fingerprint if isinstance(a, Corpus) else str(a) for a in also]})
         with distributed.on_main(run_dir(out, overwrite=overwrite, resume=resume, log=log), f"checking --out {out}"):
             ckpt = checkpoint.find(out, resume)
             with distributed.main_first("reading the corpus"):  # a registry download: once
-                corpus = read_corpus(src, text_col, label_col, max_docs, seed, log)
+                corpus = read_corpus(src, text_col, label_col, max_docs, seed, log, also)
             if ckpt is not None:
                 store = checkpoint.rebuild_store(ckpt, corpus)
             else:
@@ -164,8 +168,9 @@ def finetune(src: str | Path | Corpus, pretrained: str | Path, out: str | Path, 
 
 
 def read_corpus(src: Any, text_col: str | None, label_col: str | None, max_docs: int | None, seed: int,
-                log: Callable[[str], None]) -> Corpus:
-    """The documents an LM trains and validates on: the non-test splits of `src`, each capped at `max_docs`."""
+                log: Callable[[str], None], also: Sequence[Any] = ()) -> Corpus:
+    """The documents an LM trains and validates on: the non-test splits of `src`, each capped at `max_docs`,
+    then every non-test document of the `also` sources (read whole, their text column detected)."""
     corpus = src if isinstance(src, Corpus) else load_corpus(src, text_col=text_col, label_col=label_col, seed=seed)
     if max_docs is not None:
         if max_docs < 1:
@@ -173,6 +178,12 @@ def read_corpus(src: Any, text_col: str | None, label_col: str | None, max_docs:
         for split in (*TRAIN_SPLITS, VALID_SPLIT):
             if corpus.splits.count(split) > max_docs:
                 corpus = subsample(corpus, split, max_docs, seed=seed, stratified=False)
+    for extra in also:
+        more = extra if isinstance(extra, Corpus) else load_corpus(extra, seed=seed)
+        log(f"data: --also {more.name}: " + ", ".join(f"{s} {more.splits.count(s):,}" for s in
+                                                      (*TRAIN_SPLITS, VALID_SPLIT) if more.splits.count(s)))
+        corpus = Corpus(corpus.texts + more.texts, [None] * (len(corpus) + len(more)), corpus.splits + more.splits,
+                        f"{corpus.name}+{more.name}")
     used = corpus.select([*TRAIN_SPLITS, VALID_SPLIT])
     counts = {s: used.splits.count(s) for s in (*TRAIN_SPLITS, VALID_SPLIT)}
     if not counts["train"] and not counts["unsup"]:
