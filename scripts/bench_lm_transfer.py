@@ -6,6 +6,7 @@ from each, on the same tasks and seeds.
         --arm imdb --arm mix corpus=mix --arm imdb-qrnn scale=1.45 preset=small-qrnn softmax=adaptive \\
         --arm route lm=runs/imdb-lm/model-best
     python scripts/bench_lm_transfer.py --quick        # smoke test: tiny preset, a few hundred texts
+    python scripts/bench_lm_transfer.py --report       # every arm measured so far: one table, budget.png
 
 An arm is a name, then `key=value` words:
 - `corpus=imdb` (default) or `corpus=mix`: the text the LM pretrains on. `imdb`: IMDb train + unsup reviews.
@@ -21,7 +22,8 @@ The budget is the characters of `--docs` IMDb reviews (shuffled, seeded). Every 
 held-out IMDb reviews (2% of train + unsup, as bench_imdb), reported as bits per character so that vocabularies
 compare; its pretraining wall time and tokens/s are recorded. Then for each seed, `bench_transfer.main` on
 `--tasks` from the arm's model-best: the seed draws the low-label cuts, the fine-tuning and the classifier.
-Appends one JSON line per arm to `--out` and prints a markdown table of means over seeds.
+Appends one JSON line per arm to `--out` and prints a markdown table of means over seeds; `--report` prints the
+table of every arm in `--out` and plots bits/char against pretraining minutes (WORK/budget.png).
 """
 
 from __future__ import annotations
@@ -146,9 +148,52 @@ def table(rows: list[dict], tasks: list[str], caption: str) -> str:
             neural, shipped, tfidf = (mean([s[k] for s in seeds]) for k in ("neural", "shipped", "tfidf"))
             gains.append(neural - tfidf)
             cells.append(f"{100 * neural:.1f} / {100 * shipped:.1f} ({100 * tfidf:.1f})")
-        lines.append(f"| {r['arm']['name']} | {lm.get('wall_s', 0) / 60:.1f} | {round(lm['tokens_per_s']) if lm.get('tokens_per_s') else '-'} | "
+        minutes = f"{lm['wall_s'] / 60:.1f}" if lm.get("pretrained_here") else "(given)"
+        lines.append(f"| {r['arm']['name']} | {minutes} | {round(lm['tokens_per_s']) if lm.get('tokens_per_s') else '-'} | "
                      f"{lm.get('valid_bits_per_char', '-')} | " + " | ".join(cells) + f" | {100 * mean(gains):+.1f} |")
     return "\n".join(lines)
+
+
+def plot(rows: list[dict], path: Path, title: str) -> None:
+    """IMDb bits/char against pretraining minutes, one point per arm pretrained here, by encoder."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for r in rows:
+        lm = r["pretrain"]
+        if not lm.get("pretrained_here"):
+            continue
+        qrnn = "qrnn" in (r["arm"].get("preset") or "") or "arch=qrnn" in r["arm"]["sets"]
+        ax.plot(lm["wall_s"] / 60, lm["valid_bits_per_char"], "o", color="tab:blue" if qrnn else "tab:red")
+        ax.annotate(r["arm"]["name"], (lm["wall_s"] / 60, lm["valid_bits_per_char"]), fontsize=8,
+                    xytext=(4, 4), textcoords="offset points")
+    ax.plot([], [], "o", color="tab:red", label="AWD-LSTM, full softmax")
+    ax.plot([], [], "o", color="tab:blue", label="QRNN, adaptive softmax")
+    ax.set_xlabel("pretraining wall time (minutes, 2 CPU cores)")
+    ax.set_ylabel("bits per character, 1,500 held-out IMDb reviews")
+    ax.set_title(title, fontsize=9)
+    ax.legend(loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def report(args: argparse.Namespace, command: str) -> int:
+    """--report: every arm in --out (the latest line per arm name), one table and budget.png."""
+    rows: dict[str, dict] = {}
+    for line in args.out.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            row = json.loads(line)
+            rows[row["arm"]["name"]] = row
+    tasks = [t for t in args.tasks if all(t in r["transfer"] for r in rows.values())]
+    print(table(list(rows.values()), tasks, f"LM transfer at a fixed budget: every arm of {args.out} (`{command}`)"))
+    args.work.mkdir(parents=True, exist_ok=True)
+    plot(list(rows.values()), args.work / "budget.png", "IMDb LM quality per CPU minute")
+    print(f"wrote {args.work / 'budget.png'}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -165,15 +210,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", type=Path, default=Path("runs/lm-transfer"))
     p.add_argument("--out", type=Path, default=None, help="JSON lines (default: WORK/results.jsonl)")
     p.add_argument("--quick", action="store_true", help="smoke test: tiny preset, 300 reviews, one seed")
+    p.add_argument("--report", action="store_true",
+                   help="train nothing: the table of every arm in --out and WORK/budget.png (bits/char by minutes)")
     args = p.parse_args(argv)
     command = shlex.join(["python", "scripts/bench_lm_transfer.py", *(sys.argv[1:] if argv is None else argv)])
+    args.out = args.out or args.work / "results.jsonl"
+    if args.report:
+        return report(args, command)
     if args.quick:
         args.preset, args.docs, args.seeds = "tiny", 300, args.seeds[:1]
         args.arm = args.arm or [["imdb"], ["mix", "corpus=mix"]]
     if not args.arm:
         p.error("give at least one --arm")
     arms = [parse_arm(a) for a in args.arm]
-    args.out = args.out or args.work / "results.jsonl"
 
     imdb = load_corpus("imdb-sample" if args.quick else "imdb", valid_pct=0)
     imdb = lm_corpus(imdb.select(["train", "unsup"]) if not args.quick else imdb, args.seed)
