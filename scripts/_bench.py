@@ -68,3 +68,16 @@ def emit(title: str, body: str, *, script: str, report: Path | None, started: st
         with open(report, "a", encoding="utf-8") as f:
             f.write(text + "\n")
     return text
+
+
+def save_plot(fig, ax, path: Path, *, xlabel: str, ylabel: str, title: str) -> None:
+    """Label, title and legend `ax`, write `fig` to `path` as a PNG and close it."""
+    import matplotlib.pyplot as plt
+
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.legend(loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -38,6 +38,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 import bench_transfer  # noqa: E402
+from _bench import save_plot  # noqa: E402
 from bench_imdb import lm_corpus  # noqa: E402
 from bench_lm_quality import bits_per_char  # noqa: E402
 
@@ -172,13 +173,8 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
                     xytext=(4, 4), textcoords="offset points")
     ax.plot([], [], "o", color="tab:red", label="AWD-LSTM, full softmax")
     ax.plot([], [], "o", color="tab:blue", label="QRNN, adaptive softmax")
-    ax.set_xlabel("pretraining wall time (minutes, 2 CPU cores)")
-    ax.set_ylabel("bits per character, 1,500 held-out IMDb reviews")
-    ax.set_title(title, fontsize=9)
-    ax.legend(loc="best")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_plot(fig, ax, path, xlabel="pretraining wall time (minutes, 2 CPU cores)",
+              ylabel="bits per character, 1,500 held-out IMDb reviews", title=title)
 
 
 def report(args: argparse.Namespace, command: str) -> int:

@@ -46,6 +46,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).parent))
+from _bench import save_plot  # noqa: E402
+
 from ulmfit.data import Corpus, load_corpus, subsample
 from ulmfit.data.splits import carve_valid
 from ulmfit.errors import UlmfitError
@@ -201,13 +204,7 @@ def plot(runs: list[dict], summary: dict, path: Path, title: str) -> None:
                 label=f"{name} (mean of {len(summary['seeds'][arm])})")
     if summary["target"] is not None:
         ax.axhline(summary["target"], color="tab:gray", ls=":", lw=1)
-    ax.set_xlabel("labelled reviews")
-    ax.set_ylabel("test accuracy (what predict outputs)")
-    ax.set_title(title, fontsize=9)
-    ax.legend(loc="best")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_plot(fig, ax, path, xlabel="labelled reviews", ylabel="test accuracy (what predict outputs)", title=title)
 
 
 # ------------------------------------------------------------------------------------------------ compute
