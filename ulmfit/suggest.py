@@ -20,7 +20,9 @@ The acquisition rule, top to bottom:
                top scores alone are often near-duplicates, one kind of ambiguous text many times over, and a
                hundred labels of one kind teach the model one thing; spread over the uncertain region, every pick
                is still uncertain and they teach it many (uncertainty, then diversity among the uncertain:
-               Cluster-Margin, Citovsky et al. 2021). `candidates` = n turns the spreading off.
+               Cluster-Margin, Citovsky et al. 2021). `candidates` = n turns the spreading off. `spread="kmeans"`
+               spreads them the other way: k-means into n groups, the text nearest each group's centre (typical
+               texts of every kind, where k-center reaches for the farthest ones, outliers included).
     write      the picks, highest score first, as a CSV to fill in: text, an empty label column, rank, score and
                the predicted label(s) or value (`ulmfit.data.merge` reads it back)
 
