@@ -7,7 +7,7 @@
 For each preset, the same corpus is tokenized once (ulmfit's rules tokenizer = fastai's) and both learners train
 on the same token ids with the same config (sizes, dropouts, AR/TAR, clip, wd, moms, one-cycle):
 
-    ulmfit   ulmfit.loaders.lm_dataloaders (memory-mapped token store) + ulmfit.lm.train.make_learner
+    ulmfit   ulmfit.loaders.lm_dataloaders (memory-mapped token store) + ulmfit.lm.learner.make_learner
     fastai   fastai.text.data.LMDataLoader over the same documents + language_model_learner(pretrained=False)
 
 The two fits run in two threads that take turns batch by batch, so both see the same machine load (this CPU is
@@ -92,7 +92,7 @@ class _Turns:
 
 def _ours_fit(cfg, store, seed):
     from ulmfit.lm.config import schedule
-    from ulmfit.lm.train import fit_one_cycle, make_learner
+    from ulmfit.lm.learner import fit_one_cycle, make_learner
     from ulmfit.loaders import lm_dataloaders
 
     dls = lm_dataloaders(store, train_splits=("train",), valid_split="valid", bs=cfg.bs, seq_len=cfg.seq_len,
@@ -168,7 +168,7 @@ def _interleaved(cfg, store, seed, n, warmup):
 
 def _stepper(cfg, store, seed):
     """The ulmfit model (fastai's Adam, clip, AR/TAR) in training mode and its batches, for `timed_step`."""
-    from ulmfit.lm.train import make_learner
+    from ulmfit.lm.learner import make_learner
     from ulmfit.loaders import lm_dataloaders
 
     dls = lm_dataloaders(store, train_splits=("train",), valid_split="valid", bs=cfg.bs, seq_len=cfg.seq_len,

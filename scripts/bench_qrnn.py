@@ -16,7 +16,7 @@ and the best call in ms.
     log-depth scan       Hillis-Steele scan: log2(seq_len) passes over the whole tensor, autograd
     chunked scan (8)     8-step chunks as a masked (8 x 8) decay matrix, chunk to chunk sequentially, autograd
 
-lm: two learners built by `ulmfit.lm.train.make_learner` (the same Adam, weight decay, clipping, AR/TAR, dropouts)
+lm: two learners built by `ulmfit.lm.learner.make_learner` (the same Adam, weight decay, clipping, AR/TAR, dropouts)
 from two presets that share embedding size, vocabulary, batch and BPTT (`small` and `small-qrnn` by default) train
 on the same token stream, taking turns batch by batch so that both see the same machine load. Each step is timed
 piece by piece: loader, encoder forward, decoder + softmax + loss (+ AR/TAR) forward, its backward, the encoder's
@@ -196,7 +196,7 @@ class _Stepper:
     """One learner's training steps, timed piece by piece (as bench_lm.py's breakdown)."""
 
     def __init__(self, cfg, store, seed):
-        from ulmfit.lm.train import make_learner
+        from ulmfit.lm.learner import make_learner
         from ulmfit.loaders import lm_dataloaders
         from ulmfit.runtime import resolve_precision
 

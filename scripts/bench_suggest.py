@@ -213,9 +213,10 @@ def plot(runs: list[dict], summary: dict, path: Path, title: str) -> None:
 def plan(args: argparse.Namespace) -> dict:
     """What the run does, counted: classifier trainings (with their label counts) and documents predicted."""
     counts = [args.start + r * args.step for r in range(args.rounds + 1)]
-    trainings = counts + counts[1:]  # round 0 is shared by the arms
-    rest = [args.pool - n for n in counts[:-1]]
-    predicted = sum(rest) + args.rounds * 5 * args.step + len(trainings) * args.test * 2  # pool, k-center, test x2
+    trainings = counts + counts[1:] * (len(args.arms) - 1)  # round 0 is shared by the arms
+    ranked = len([a for a in args.arms if a != "random"])
+    rest = [args.pool - n for n in counts[:-1]] * ranked
+    predicted = sum(rest) + ranked * args.rounds * 5 * args.step + len(trainings) * args.test * 2  # pool, spread, test
     return {"seeds": len(args.seeds), "trainings": trainings, "predicted_per_seed": predicted}
 
 

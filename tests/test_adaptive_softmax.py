@@ -25,7 +25,7 @@ from ulmfit.lm import LanguageModel
 from ulmfit.lm.adaptive import AdaptiveSoftmax
 from ulmfit.lm.config import adaptive_cutoffs, resolve_config
 from ulmfit.lm.model import build_lm, encoder_state, load_lm_state, next_token_scores
-from ulmfit.lm.train import make_learner
+from ulmfit.lm.learner import make_learner
 from ulmfit.loaders import lm_dataloaders
 from ulmfit.store import build_store
 from ulmfit.tokenize import TokenizerSpec

@@ -206,7 +206,7 @@ def validation_metrics(store_root: str, bs: int) -> dict[str, list[float]]:
 
     from ulmfit import distributed
     from ulmfit.lm.config import resolve_config
-    from ulmfit.lm.train import make_learner
+    from ulmfit.lm.learner import make_learner
     from ulmfit.runtime import seed_all
 
     store = TokenStore(Path(store_root))

@@ -48,7 +48,8 @@ from ulmfit.classify.fit import _build, _setup
 from ulmfit.errors import UlmfitError
 from ulmfit.lm.config import LMConfig, schedule
 from ulmfit.lm.pretrained import adopt_pretrained_arch, open_pretrained, start_from_pretrained
-from ulmfit.lm.train import read_corpus, setup_learner
+from ulmfit.lm.learner import setup_learner
+from ulmfit.lm.train import read_corpus
 from ulmfit.runtime import set_threads
 from ulmfit.store import build_store
 from ulmfit.tokenize import TokenizerSpec
