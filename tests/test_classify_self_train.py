@@ -159,6 +159,23 @@ def test_an_interrupted_self_training_resumes_to_the_same_student(where, lm, tmp
     assert meta["self_train"] == json.loads((whole.out / "model-best" / "meta.json").read_text())["self_train"]
 
 
+def test_an_error_before_anything_resumable_leaves_nothing(lm, tmp_path, monkeypatch) -> None:
+    from ulmfit.classify import self_train as st
+
+    data = labelled(30, 20, seed=5, valid_rare=False)
+    texts, _ = rare_reviews(20, seed=6)
+    src = Corpus(data.texts + texts, data.labels + [None] * 20, data.splits + ["unsup"] * 20, "partly-labelled")
+
+    def boom(*args, **kwargs):  # the teacher fails before its first epoch ends: nothing to resume
+        raise UlmfitError("the teacher could not start")
+
+    monkeypatch.setattr(st, "fit_classifier", boom)
+    with pytest.raises(UlmfitError, match="could not start"):
+        train_classifier(src, lm=lm, out=tmp_path / "run", config=resolve_config("tiny", overrides={"self_train": 10}),
+                         log=lambda s: None)
+    assert list(tmp_path.iterdir()) == []  # no self-train.json, teacher/ or OUT left behind
+
+
 def test_resume_without_an_interrupted_self_training_is_an_error(lm, tmp_path) -> None:
     data = labelled(30, 20, seed=5, valid_rare=False)
     src = Corpus(data.texts + ["spare text"], data.labels + [None], data.splits + ["unsup"], "partly-labelled")

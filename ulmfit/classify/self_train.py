@@ -115,48 +115,53 @@ def self_train(src: str | Path | Corpus, *, lm: str | Path, out: str | Path, con
     progress = _progress(out, resume, {"config": cfg.to_dict(), "lm": str(lm), "data": labelled.fingerprint,
                                        "pool": hashlib.sha256("\n".join(pool).encode()).hexdigest()})
 
-    if progress.get("teacher") == "done":
-        teacher = _reloaded(out / TEACHER, plain, log)
-    else:
-        log(f"self-training: the teacher trains on {labelled.splits.count('train'):,} labelled documents")
-        (out / TEACHER).mkdir(exist_ok=True)
-        teacher = fit_classifier(labelled, lm=lm, out=out / TEACHER, config=plain, device=device, log=log,
-                                 resume=_has_checkpoint(out / TEACHER))
-        progress["teacher"] = "done"
-        write_json(out / PROGRESS, progress)
+    try:
+        if progress.get("teacher") == "done":
+            teacher = _reloaded(out / TEACHER, plain, log)
+        else:
+            log(f"self-training: the teacher trains on {labelled.splits.count('train'):,} labelled documents")
+            (out / TEACHER).mkdir(exist_ok=True)
+            teacher = fit_classifier(labelled, lm=lm, out=out / TEACHER, config=plain, device=device, log=log,
+                                     resume=_has_checkpoint(out / TEACHER))
+            progress["teacher"] = "done"
+            write_json(out / PROGRESS, progress)
 
-    texts = draw_texts(pool, cfg.self_train, cfg.seed)
-    log(f"self-training: the teacher labels {len(texts):,} of {len(pool):,} unlabeled documents")
-    probs = Classifier.load(teacher.best, device=device).predict_proba(texts, progress=True)
-    keep = select_confident(probs, cfg.self_train_keep)
-    if not len(keep):
-        raise UlmfitError(f"self-training kept no pseudo-labels of {len(texts)} (keep {cfg.self_train_keep})",
-                          hint="raise --self-train or --self-train-keep")
-    pseudo = [teacher.labels[k] for k in probs[keep].argmax(1)]
-    conf = probs[keep].max(1)
-    counts = {lab: pseudo.count(lab) for lab in teacher.labels}
-    summary: dict[str, Any] = {
-        "teacher": f"{TEACHER}/model-best", "teacher_valid_accuracy": round(teacher.accuracy, 4),
-        "pool": len(pool), "labelled_by_teacher": len(texts), "keep": cfg.self_train_keep, "kept": len(keep),
-        "kept_per_label": counts, "min_confidence": round(float(conf.min()), 4)}
-    log(f"self-training: kept {len(keep):,} ({', '.join(f'{lab} {n:,}' for lab, n in counts.items())}), "
-        f"confidence >= {summary['min_confidence']:.3f}; the student trains on them and the labels")
-    student_data = student_corpus(labelled, [texts[i] for i in keep], pseudo)
-    work = out / STUDENT
-    work.mkdir(exist_ok=True)
+        texts = draw_texts(pool, cfg.self_train, cfg.seed)
+        log(f"self-training: the teacher labels {len(texts):,} of {len(pool):,} unlabeled documents")
+        probs = Classifier.load(teacher.best, device=device).predict_proba(texts, progress=True)
+        keep = select_confident(probs, cfg.self_train_keep)
+        if not len(keep):
+            raise UlmfitError(f"self-training kept no pseudo-labels of {len(texts)} (keep {cfg.self_train_keep})",
+                              hint="raise --self-train or --self-train-keep")
+        pseudo = [teacher.labels[k] for k in probs[keep].argmax(1)]
+        conf = probs[keep].max(1)
+        counts = {lab: pseudo.count(lab) for lab in teacher.labels}
+        summary: dict[str, Any] = {
+            "teacher": f"{TEACHER}/model-best", "teacher_valid_accuracy": round(teacher.accuracy, 4),
+            "pool": len(pool), "labelled_by_teacher": len(texts), "keep": cfg.self_train_keep, "kept": len(keep),
+            "kept_per_label": counts, "min_confidence": round(float(conf.min()), 4)}
+        log(f"self-training: kept {len(keep):,} ({', '.join(f'{lab} {n:,}' for lab, n in counts.items())}), "
+            f"confidence >= {summary['min_confidence']:.3f}; the student trains on them and the labels")
+        student_data = student_corpus(labelled, [texts[i] for i in keep], pseudo)
+        work = out / STUDENT
+        work.mkdir(exist_ok=True)
 
-    def log_final(line: str) -> None:  # the student's bundles are named where they end up, not in its working folder
-        log(line.replace(f"{work}/model-", f"{out}/model-"))
+        def log_final(line: str) -> None:  # the student's bundles named where they end up, not in its work folder
+            log(line.replace(f"{work}/model-", f"{out}/model-"))
 
-    student = fit_classifier(student_data, lm=lm, out=work, config=plain, device=device, log=log_final,
-                             resume=_has_checkpoint(work))
-    _write_pseudo_labels(work / PSEUDO_LABELS, [texts[i] for i in keep], pseudo, conf)
-    for name in ("model-best", "model-last"):
-        _record(work / name, summary, cfg)
-    for name in ("model-best", "model-last", PSEUDO_LABELS, LOG_DIR):  # the student's entries become OUT's
-        replace_path(work / name, out / name)
-    shutil.rmtree(work)
-    (out / PROGRESS).unlink()
+        student = fit_classifier(student_data, lm=lm, out=work, config=plain, device=device, log=log_final,
+                                 resume=_has_checkpoint(work))
+        _write_pseudo_labels(work / PSEUDO_LABELS, [texts[i] for i in keep], pseudo, conf)
+        for name in ("model-best", "model-last"):
+            _record(work / name, summary, cfg)
+        for name in ("model-best", "model-last", PSEUDO_LABELS, LOG_DIR):  # the student's entries become OUT's
+            replace_path(work / name, out / name)
+        shutil.rmtree(work)
+        (out / PROGRESS).unlink()
+    except BaseException:  # an error before anything could be resumed leaves OUT as it was
+        if not _resumable(out, progress):
+            _discard(out)
+        raise
     log(f"self-training: student valid accuracy {student.accuracy:.4f} (teacher {teacher.accuracy:.4f}); "
         f"{out}/model-best, {out}/{TEACHER}/, {out}/{PSEUDO_LABELS}")
     return dataclasses.replace(student, out=out, best=out / "model-best", last=out / "model-last")
@@ -180,6 +185,17 @@ def _progress(out: Path, resume: bool, made_with: dict[str, Any]) -> dict[str, A
     progress = {"made_with": digest, "teacher": "training"}
     write_json(path, progress)
     return progress
+
+
+def _resumable(out: Path, progress: dict[str, Any]) -> bool:
+    """Whether an interrupted run left anything `--resume` can continue from."""
+    return progress.get("teacher") == "done" or any(_has_checkpoint(out / name) for name in (TEACHER, STUDENT))
+
+
+def _discard(out: Path) -> None:
+    for name in (TEACHER, STUDENT):
+        shutil.rmtree(out / name, ignore_errors=True)
+    (out / PROGRESS).unlink(missing_ok=True)
 
 
 def _has_checkpoint(run: Path) -> bool:
