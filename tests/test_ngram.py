@@ -67,7 +67,7 @@ def test_numpy_inference_equals_scikit_learn_and_round_trips(tmp_path, classes) 
 
 
 def test_the_temperature_calibrates_an_overconfident_model_out_of_fold() -> None:
-    from ulmfit.classify.ngram import fit_temperature
+    from ulmfit.classify.ngram import oof_temperature as fit_temperature
 
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 400)

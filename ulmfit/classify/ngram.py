@@ -7,10 +7,10 @@ different mistakes, so a weighted mean of their probabilities (the weight chosen
 allowed; `choose_weight`) is what `predict` and `evaluate` use when validation says it helps (Mesnil et al., 2014).
 
 Fitting uses scikit-learn (C chosen by stratified cross-validation on the training labels only; the single-label
-model's logits then divided by the temperature that calibrates its out-of-fold predictions, `fit_temperature`). The fitted model
-is stored without pickle: the vocabulary and analyzer settings as JSON, idf / coefficients / intercepts as
-safetensors, and `NgramModel.predict_proba` re-implements the analyzer and the linear model in numpy, so inference
-needs neither scikit-learn nor torch.
+model's logits then divided by the temperature that calibrates its out-of-fold predictions, `oof_temperature`).
+The fitted model is stored without pickle: the vocabulary and analyzer settings as JSON, idf / coefficients /
+intercepts as safetensors, and `NgramModel.predict_proba` re-implements the analyzer and the linear model in
+numpy, so inference needs neither scikit-learn nor torch.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ulmfit._io import read_json, write_json
+from ulmfit.classify.metrics import fit_temperature
 from ulmfit.classify.task import Task
 from ulmfit.errors import UlmfitError
 
@@ -49,7 +50,7 @@ class NgramModel:
     cv_accuracy: float        # its mean cross-validated score on the training labels (`cv_metric`)
     link: str = "softmax"     # softmax (one label) | sigmoid (a logistic regression per label) | identity (ridge)
     cv_metric: str = "accuracy"  # accuracy | bce (multi-label) | mse (regression)
-    temperature: float = 1.0  # the logistic regression's logits were divided by it (`fit_temperature`); in coef
+    temperature: float = 1.0  # the logistic regression's logits were divided by it (`oof_temperature`); in coef
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         """(n, K) class probabilities (per-label ones for multi-label; (n, 1) values for a regression), linear in
@@ -153,7 +154,7 @@ def fit_ngram(texts: list[str], labels: list, classes: list[str], seed: int, tas
         grid = GridSearchCV(LogisticRegression(max_iter=2000), {"C": list(C_GRID)}, cv=cv, n_jobs=1).fit(x, y)
         model, c, cv_acc = grid.best_estimator_, float(grid.best_params_["C"]), float(grid.best_score_)
         oof = cross_val_predict(LogisticRegression(max_iter=2000, C=c), x, y, cv=cv, method="decision_function")
-        temperature = fit_temperature(oof, y)
+        temperature = oof_temperature(oof, y)
     else:  # a class with one example: nothing to cross-validate on
         model, c, cv_acc = LogisticRegression(max_iter=2000, C=1.0).fit(x, y), 1.0, float("nan")
     if len(model.classes_) < len(classes):  # a class absent from training never gets probability mass
@@ -165,23 +166,17 @@ def fit_ngram(texts: list[str], labels: list, classes: list[str], seed: int, tas
                       c=c, cv_accuracy=cv_acc, temperature=temperature)
 
 
-TEMPERATURES = np.exp(np.linspace(np.log(0.25), np.log(32.0), 71))  # tried for the out-of-fold calibration
+OOF_TEMPERATURES = np.exp(np.linspace(np.log(0.25), np.log(32.0), 71))  # tried for the out-of-fold calibration
 
 
-def fit_temperature(scores: np.ndarray, y: np.ndarray) -> float:
-    """The T in TEMPERATURES whose softmax(scores / T) has the lowest log-loss on labels `y`: scores are the
-    logistic regression's out-of-fold decision values ((n,) for two classes: the second class's logit). A model
+def oof_temperature(scores: np.ndarray, y: np.ndarray) -> float:
+    """The temperature (`metrics.fit_temperature`, over OOF_TEMPERATURES) of the logistic regression's
+    out-of-fold decision values `scores` ((n,) for two classes: the second class's logit) on labels `y`. A model
     whose C was chosen for accuracy on a few hundred texts can be far surer than it is right (large C: logits in
     the tens); its probabilities would then outvote the neural model's in the ensemble's mean."""
     logits = np.stack([np.zeros_like(scores), scores], axis=1) if scores.ndim == 1 else scores
-    rows = np.arange(len(y))
-
-    def nll(t: float) -> float:
-        z = logits / t
-        z = z - z.max(axis=1, keepdims=True)
-        return float(-(z[rows, y] - np.log(np.exp(z).sum(axis=1))).mean())
-
-    return float(min(TEMPERATURES, key=lambda t: (nll(t), abs(np.log(t)))))
+    z = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return fit_temperature(y, z / z.sum(axis=1, keepdims=True), grid=OOF_TEMPERATURES)
 
 
 C_GRID_PER_LABEL = (1.0, 3.0, 10.0)  # fewer than C_GRID: each C costs one fit per label per fold

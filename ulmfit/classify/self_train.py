@@ -180,8 +180,7 @@ def _progress(out: Path, resume: bool, made_with: dict[str, Any]) -> dict[str, A
             raise UlmfitError(f"{out} holds a self-training run made with other data, another LM or other options",
                               hint="resume with the same command, or pass --overwrite to start again")
         return progress
-    for name in (TEACHER, STUDENT):
-        shutil.rmtree(out / name, ignore_errors=True)
+    _discard(out)
     progress = {"made_with": digest, "teacher": "training"}
     write_json(path, progress)
     return progress
@@ -193,6 +192,7 @@ def _resumable(out: Path, progress: dict[str, Any]) -> bool:
 
 
 def _discard(out: Path) -> None:
+    """Remove a self-training run's working entries: teacher/, student/ and self-train.json."""
     for name in (TEACHER, STUDENT):
         shutil.rmtree(out / name, ignore_errors=True)
     (out / PROGRESS).unlink(missing_ok=True)
