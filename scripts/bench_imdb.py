@@ -140,18 +140,29 @@ def run_ulmfit(args: argparse.Namespace, train: Corpus, test: Corpus, lm: Corpus
         st = read_json(clas.best / "meta.json")["self_train"]
         result.update(self_train_docs=st["labelled_by_teacher"], self_train_kept=st["kept"],
                       self_train_min_conf=st["min_confidence"],
-                      self_train_accuracy=evaluate([clas.best], data, split="test").headline["accuracy"])
+                      **accuracies(evaluate([clas.best], data, split="test"), "self_train_"))
     else:
         clas = train_classifier(data, lm=None if scratch else lm_dir, out=out / "clas", config=ccfg)
         bundles = [clas.best]
-    rep = evaluate(bundles[:1], data, split="test")
-    result.update(accuracy=rep.headline["accuracy"], clas_wall_s=round(time.perf_counter() - t, 1),
-                  lm=str(lm_dir) if lm_dir else None)
+    result.update(accuracies(evaluate(bundles[:1], data, split="test")),
+                  clas_wall_s=round(time.perf_counter() - t, 1), lm=str(lm_dir) if lm_dir else None)
     if args.with_tfidf:
         result.update(tfidf_hybrid(args, train, test, bundles))
     if args.ensemble:  # mean of probabilities with a classifier trained the other way (paper: fwd + bwd)
         result["ensemble_accuracy"] = evaluate([clas.best, args.ensemble], data, split="test").headline["accuracy"]
     return result
+
+
+def accuracies(report, prefix: str = "") -> dict:
+    """`accuracy`: what `predict` outputs (the neural model mixed with the bundle's n-gram model); `neural_accuracy`
+    and `ngram_accuracy`: each part alone, when the bundle has an n-gram model (rows before 2026-12-01 had none)."""
+    shipped = report.headline
+    parts = shipped.get("parts") or {}
+    out = {f"{prefix}accuracy": shipped["accuracy"]}
+    out.update({f"{prefix}{k}_accuracy": v["accuracy"] for k, v in parts.items()})
+    if "ngram_weight" in shipped:
+        out[f"{prefix}ngram_weight"] = shipped["ngram_weight"]
+    return out
 
 
 def run_fastai(args: argparse.Namespace, train: Corpus, test: Corpus, lm: Corpus) -> dict:
