@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     before, after = (statistics.median(times[ref]) for ref in args.refs)
     rows = [f"| {ref} | {statistics.median(times[ref]):.1f} | {', '.join(f'{t:.1f}' for t in times[ref])} | "
             f"{', '.join(map(str, metrics[ref])) if args.metric else '-'} |" for ref in args.refs]
-    body = "\n".join([f"Command: `ulmfit {' '.join(command)}`", "",
+    body = "\n".join([f"Timed: `ulmfit {' '.join(command)}`", "",
                       "| ref | median s | each run (s) | metric |", "|---|---:|---|---|", *rows, "",
                       f"{args.refs[1]} takes **{after / before:.3f}x** the time of {args.refs[0]}; "
                       f"metrics {'identical' if metrics[args.refs[0]] == metrics[args.refs[1]] else 'differ'}."])
