@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Generation speed: `ulmfit generate` (prompt fed once, LSTM state carried) vs fastai's `LMLearner.predict`.
 
-    .venv/bin/python scripts/bench_generate.py --src /work/shared/data/imdb_sample.tgz --presets small paper \
+    .venv/bin/python scripts/bench_generate.py --src /work/shared/data/imdb_sample.tgz --presets small-lstm paper \
         --words 200 --prompt-words 20
 
 Both sides use the same weights and vocabulary: fastai builds its DataLoaders (tokenizer + vocab) from the
@@ -87,7 +87,8 @@ def run(args) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--src", default="/work/shared/data/imdb_sample.tgz")
-    ap.add_argument("--presets", nargs="+", default=["small", "paper"])
+    ap.add_argument("--presets", nargs="+", default=["small-lstm", "paper"],
+                    help="AWD-LSTM presets: fastai generates with its AWD_LSTM (default: small-lstm paper)")
     ap.add_argument("--words", type=int, default=200)
     ap.add_argument("--prompt-words", type=int, default=20)
     ap.add_argument("--docs", type=int, default=300, help="documents fastai tokenizes for its vocab")

@@ -184,6 +184,9 @@ def run_fastai(args: argparse.Namespace, train: Corpus, test: Corpus, lm: Corpus
     from ulmfit.lm import resolve_config
 
     cfg = resolve_config(args.preset, sets=list(args.lm_set or []))
+    if cfg.arch != "awd_lstm" or cfg.softmax != "full":
+        sys.exit(f"bench_imdb: fastai's recipe trains an AWD-LSTM with the full softmax; preset {args.preset} is "
+                 f"{cfg.arch} with the {cfg.softmax} softmax: use --preset small-lstm or paper")
     arch = {"emb_sz": cfg.emb_sz, "n_hid": cfg.n_hid, "n_layers": cfg.n_layers}
     out = args.work / f"fastai-{len(train)}-s{args.seed}"
     out.mkdir(parents=True, exist_ok=True)
@@ -242,7 +245,8 @@ def run_fastai(args: argparse.Namespace, train: Corpus, test: Corpus, lm: Corpus
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", choices=["tfidf", "ulmfit", "scratch", "fastai"], help="which configuration to run")
-    p.add_argument("--preset", default="small", help="LM and classifier preset")
+    p.add_argument("--preset", default="small-lstm",
+                   help="LM and classifier preset (default small-lstm: the AWD-LSTM of the recorded rows and of fastai's recipe)")
     p.add_argument("--lm", type=Path, default=None,
                    help="reuse this LM bundle instead of pretraining one (fastai: the encoder.pth it saved)")
     p.add_argument("--lm-docs", type=int, default=0, help="LM trains on at most this many documents (0 = all)")

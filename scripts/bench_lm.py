@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """LM training throughput: ulmfit's pipeline vs fastai's own `language_model_learner`, and where time goes.
 
-    .venv/bin/python scripts/bench_lm.py --src /work/shared/data/imdb_sample.tgz --presets small paper \
+    .venv/bin/python scripts/bench_lm.py --src /work/shared/data/imdb_sample.tgz --presets small-lstm paper \
         --batches 30
 
 For each preset, the same corpus is tokenized once (ulmfit's rules tokenizer = fastai's) and both learners train
@@ -14,7 +14,7 @@ The two fits run in two threads that take turns batch by batch, so both see the 
 shared); a batch is timed from the moment its side gets the turn (its loader fetches the batch) to its
 `after_batch`. The breakdown then times plain training steps of the ulmfit model piece by piece (loader,
 encoder forward, decoder + softmax/loss forward, their backwards, optimizer step). `--sizes` instead sweeps model
-sizes on random ids (forward + backward + Adam): the measurement behind the `small` preset. `--softmax full
+sizes on random ids (forward + backward + Adam): the measurement behind the `small-lstm` sizes. `--softmax full
 adaptive` instead times the same breakdown for each output layer (`--set softmax=`), the models stepping in turns
 on the same batches. Prints a markdown report (and appends it to --report if given).
 """
@@ -348,7 +348,8 @@ def sizes(args) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--src", default="/work/shared/data/imdb_sample.tgz", help="corpus (load_corpus source)")
-    ap.add_argument("--presets", nargs="+", default=["small", "paper"])
+    ap.add_argument("--presets", nargs="+", default=["small-lstm", "paper"],
+                    help="presets to time (default: small-lstm paper: the AWD-LSTMs fastai also trains)")
     ap.add_argument("--set", action="append", help="config override for every preset, e.g. bs=32")
     ap.add_argument("--batches", type=int, default=30, help="timed batches per round")
     ap.add_argument("--warmup", type=int, default=3, help="untimed batches first")

@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--variant", nargs="+", action="append", required=True, metavar="NAME [KEY=VALUE ...]",
                    help="a name, then LM config overrides (repeatable)")
-    p.add_argument("--preset", default="small", help="LM preset every variant starts from")
+    p.add_argument("--preset", default="small-lstm", help="LM preset every variant starts from (default small-lstm, "
+                   "the AWD-LSTM the recorded rows used)")
     p.add_argument("--docs", type=int, default=4000, help="train + unsup reviews each variant trains on")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work", type=Path, default=Path("runs/bench_lm_quality"), help="where models are written")

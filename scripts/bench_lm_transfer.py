@@ -201,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
                    choices=bench_transfer.TASKS)
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     p.add_argument("--seed", type=int, default=0, help="seed of the pretraining (text order, weights)")
-    p.add_argument("--preset", default="small")
+    p.add_argument("--preset", default="small-lstm", help="the arms' LM preset unless an arm sets preset= (default "
+                   "small-lstm, the AWD-LSTM the recorded rows used)")
     p.add_argument("--data", type=Path, default=Path(__file__).resolve().parent.parent.parent / "shared" / "data")
     p.add_argument("--work", type=Path, default=Path("runs/lm-transfer"))
     p.add_argument("--out", type=Path, default=None, help="JSON lines (default: WORK/results.jsonl)")

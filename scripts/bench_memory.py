@@ -2,7 +2,7 @@
 
     ULMFIT_MIRROR=../shared/data python scripts/bench_memory.py --docs 3000
 
-Runs `pretrain` (preset `small`, one epoch, bench_imdb's LM corpus and split) in a fresh process per mode:
+Runs `pretrain` (preset `small-lstm`, one epoch, bench_imdb's LM corpus and split) in a fresh process per mode:
 `untrimmed` (`ulmfit._memory.TRIM_EVERY_S = None`: what the pipeline did before, and what fastai's own
 Learner does) and `trimmed` (the default, `malloc_trim` once a minute). A thread samples the resident size of
 the process and its children every `--every` seconds. Reports peak RSS, the growth rate over the training
@@ -46,8 +46,8 @@ def _child(mode: str, docs: int, every: float, work: Path) -> dict:
     threading.Thread(target=sample, daemon=True).start()
     _train, _test, lm = imdb_splits(5000, 1000, 0)
     t_train = time.monotonic() - t0
-    res = pretrain(lm_corpus(lm, 0), work / mode, resolve_config("small", sets=["epochs=1"]), seed=0,
-                   preset="small", max_docs=docs)
+    res = pretrain(lm_corpus(lm, 0), work / mode, resolve_config("small-lstm", sets=["epochs=1"]), seed=0,
+                   preset="small-lstm", max_docs=docs)
     t_end = time.monotonic() - t0
     # growth during training only: from a minute in (tokenizing and warm-up done) to the end
     pts = [(t, r) for t, r in samples if t_train + 60 <= t <= t_end]

@@ -17,7 +17,7 @@ and the best call in ms.
     chunked scan (8)     8-step chunks as a masked (8 x 8) decay matrix, chunk to chunk sequentially, autograd
 
 lm: two learners built by `ulmfit.lm.learner.make_learner` (the same Adam, weight decay, clipping, AR/TAR, dropouts)
-from two presets that share embedding size, vocabulary, batch and BPTT (`small` and `small-qrnn` by default) train
+from two presets that share embedding size, vocabulary, batch and BPTT (`small-lstm` and `small-qrnn` by default) train
 on the same token stream, taking turns batch by batch so that both see the same machine load. Each step is timed
 piece by piece: loader, encoder forward, decoder + softmax + loss (+ AR/TAR) forward, its backward, the encoder's
 backward, clipping + optimizer; forward passes under bf16 autocast when the presets' precision resolves to bf16 on
@@ -271,7 +271,7 @@ def main() -> None:
     fm.add_argument("--reps", type=int, default=10)
     lm = sub.add_parser("lm", help="LM training tokens/s, AWD-LSTM vs QRNN, interleaved")
     lm.add_argument("--src", default="/work/shared/data/imdb_sample.tgz", help="corpus (load_corpus source)")
-    lm.add_argument("--presets", nargs="+", default=["small", "small-qrnn"], help="the first is the baseline")
+    lm.add_argument("--presets", nargs="+", default=["small-lstm", "small-qrnn"], help="the first is the baseline")
     lm.add_argument("--set", action="append", help="config override for every preset, e.g. bs=64")
     lm.add_argument("--batches", type=int, default=30, help="timed batches per model")
     lm.add_argument("--warmup", type=int, default=3, help="untimed batches first")

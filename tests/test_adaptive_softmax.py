@@ -23,7 +23,7 @@ from ulmfit.errors import UlmfitError
 from ulmfit.generate import banned_ids
 from ulmfit.lm import LanguageModel
 from ulmfit.lm.adaptive import AdaptiveSoftmax
-from ulmfit.lm.config import adaptive_cutoffs, resolve_config
+from ulmfit.lm.config import adaptive_cutoffs, fit_softmax, resolve_config
 from ulmfit.lm.model import build_lm, encoder_state, load_lm_state, next_token_scores
 from ulmfit.lm.learner import make_learner
 from ulmfit.loaders import lm_dataloaders
@@ -117,9 +117,19 @@ def test_bf16_autocast_loss_is_close_to_fp32():
 def test_cutoffs_are_clipped_to_the_vocab_and_validated():
     assert adaptive_cutoffs((2000, 10000), 8000) == [2000]
     assert _arch(8000, "adaptive_cutoffs=[2000,10000]")["adaptive_cutoffs"] == [2000]
-    assert resolve_config("small").softmax == "full" and "adaptive_cutoffs" not in resolve_config("small").arch_dict(8000)
+    assert "adaptive_cutoffs" not in resolve_config("small-lstm").arch_dict(8000)
+    assert resolve_config("small").arch_dict(8000)["adaptive_cutoffs"] == [2000]
     with pytest.raises(UlmfitError, match="leave no tail cluster in a vocabulary of 40 tokens"):
         _arch(40, "adaptive_cutoffs=[2000]")
+
+
+def test_a_vocabulary_too_small_for_a_tail_cluster_gets_the_full_softmax():
+    cfg = resolve_config("small")
+    kept, note = fit_softmax(cfg, 9000)
+    assert kept is cfg and note is None
+    full, note = fit_softmax(cfg, 1500)
+    assert full.softmax == "full" and "adaptive_cutoffs" not in full.arch_dict(1500)
+    assert "a vocabulary of 1,500 tokens leaves the adaptive softmax no tail cluster" in note
     for bad, what in (("softmax=sampled", "softmax"), ("adaptive_cutoffs=[10,5]", "adaptive_cutoffs"),
                       ("adaptive_div=0.5", "adaptive_div")):
         with pytest.raises(UlmfitError, match=f"config key '{what}'"):

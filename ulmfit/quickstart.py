@@ -1,7 +1,8 @@
 """`quickstart`: the whole ULMFiT pipeline on imdb-sample (1,000 IMDb reviews), in minutes on a CPU.
 
     data      imdb-sample via ulmfit.data (local mirror, cache or download): 800 train / 200 valid reviews
-    LM        pretrain an AWD-LSTM on the reviews' text (or fine-tune `pretrained`, e.g. an LM bundle or wt103)
+    LM        pretrain the preset's LM on the reviews' text (`small`: a QRNN; or fine-tune `pretrained`, e.g. an LM
+              bundle or wt103, whose architecture it keeps)
     classify  the LM's encoder + a pooling head, all layers with discriminative learning rates
     evaluate  accuracy / macro-F1 on the validation split (+ confusion matrix)
     generate  two continuations of "I liked this movie because"
@@ -28,13 +29,10 @@ DATASET = "imdb-sample"
 # Per preset: LM epochs (pretrain: all layers; fine-tune: after one frozen epoch) and the classifier's
 # --epochs (a gradual schedule keeps one epoch per unfreezing stage; the last stage gets the rest).
 QUICK: dict[str, dict[str, Any]] = {
-    # A 2-core CPU trains the small LM (bs 16 here, by min_steps) at ~6.4k tokens/s in bf16 (fp32: ~1.5x slower,
-    # measured at bs 32; imdb-sample: 252k training tokens an epoch): 4 LM epochs and 4 classifier epochs, all
-    # layers at once; the whole quickstart ~4 min, 66.6% on 2,000 IMDb test reviews (BENCHMARKS.md; all layers
-    # at once beat gradual unfreezing here, 64.7% against 62.9%: docs/bench/imdb.md, fifth pass). clas_min_steps
-    # 0: the preset's few-label rule would halve bs to 16 for these 800 reviews (100 steps < 130); measured on
-    # the quickstart's LM (gradual), bs 32 scored 64.0% on the IMDb 5k test sample and bs 16 59.5% (same 64.0%
-    # validation).
+    # Epochs that fit the whole quickstart in a few minutes on a 2-core CPU (BENCHMARKS.md q1-q3 has today's time
+    # and scores); all layers at once (the small classifier's schedule, chosen on IMDb: docs/bench/imdb.md).
+    # clas_min_steps 0: the preset's few-label rule would halve bs to 16 for these 800 reviews, and bs 32 scored
+    # better on the IMDb test sample with the same validation accuracy (docs/bench/imdb.md).
     "small": {"lm_epochs": 4, "clas_epochs": 4, "clas_min_steps": 0},
     # Smoke runs (--fast): one LM epoch, one epoch per stage.
     "tiny": {"lm_epochs": 1, "clas_epochs": 4},

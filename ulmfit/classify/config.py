@@ -219,7 +219,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 # The language model's QRNN presets name the same compute budgets: the encoder comes from the LM bundle, so the
 # classifier's training knobs are those of the budget (one --preset works for every stage).
-PRESETS["small-qrnn"], PRESETS["paper-qrnn"] = PRESETS["small"], PRESETS["paper"]
+PRESETS["small-lstm"] = PRESETS["small-qrnn"] = PRESETS["small"]
+PRESETS["paper-qrnn"] = PRESETS["paper"]
 
 
 def field_names() -> list[str]:

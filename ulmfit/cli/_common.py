@@ -29,12 +29,13 @@ Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace the run al
                                          "model-last/ ...; other files in the folder are kept).")]
 Seed = Annotated[int, typer.Option("--seed", help="Random seed: the same seed gives the same splits, batches and weights on CPU.")]
 Preset = Annotated[str, typer.Option("--preset", "-p", help="Training preset: tiny (tests), small (CPU), paper (GPU, "
-                                    "the ULMFiT paper's settings); small-qrnn and paper-qrnn are small and paper "
-                                    "(the encoder's arch comes from the LM).")]
-LmPreset = Annotated[str, typer.Option("--preset", "-p", help="Model/training preset: tiny (tests), small (CPU), paper "
-                                       "(GPU, the ULMFiT paper's AWD-LSTM), small-qrnn (small with a QRNN encoder), "
-                                       "paper-qrnn (GPU, MultiFiT's QRNN). Any preset takes --set arch=qrnn or "
-                                       "--set arch=awd_lstm.")]
+                                    "the ULMFiT paper's settings); small-lstm, small-qrnn and paper-qrnn are small "
+                                    "and paper (the encoder's arch comes from the LM).")]
+LmPreset = Annotated[str, typer.Option("--preset", "-p", help="Model/training preset: tiny (tests), small (CPU: a QRNN "
+                                       "200/512/3 with the adaptive softmax), small-lstm (CPU: the ULMFiT AWD-LSTM "
+                                       "200/512/2, full softmax), small-qrnn (small with the full softmax), paper "
+                                       "(GPU, the ULMFiT paper's AWD-LSTM), paper-qrnn (GPU, MultiFiT's QRNN). Any "
+                                       "preset takes --set arch=qrnn|awd_lstm and --set softmax=full|adaptive.")]
 Epochs = Annotated[Optional[int], typer.Option("--epochs", "-e", help="Override the preset's number of epochs.")]
 Bs = Annotated[Optional[int], typer.Option("--bs", help="Override the preset's batch size (a preset with min_steps halves it when the data give too few optimizer steps; --set min_steps=0 keeps it).")]
 Config = Annotated[Optional[Path], typer.Option("--config", "-c", help="JSON file of config overrides (unknown keys are errors).")]

@@ -131,9 +131,17 @@ PRESETS: dict[str, dict[str, Any]] = {
         sp_vocab_size=500,                # sentencepiece on a toy corpus: a small vocabulary
         precision="fp32",                 # a test's numbers must not depend on whether the CPU has bf16
     ),
-    # A CPU (two cores see a few million tokens an hour): the model that learns most per CPU minute.
+    # A CPU (two cores see a few million tokens an hour): the model that learns most per CPU minute. A QRNN
+    # (MultiFiT) computes every time step's gates in one convolution, and the adaptive softmax spends its width on
+    # the frequent words: on two cores they read more text per minute than an AWD-LSTM with the full softmax, and
+    # transfer better from it (BENCHMARKS.md: "What makes an IMDb LM transfer", IMDb with 1,000 labels).
     "small": dict(
-        emb_sz=200, n_hid=512, n_layers=2,  # a smaller LSTM: more of the text is read in the time there is
+        arch="qrnn",
+        emb_sz=200, n_hid=512,            # a small model: more of the text is read in the time there is
+        n_layers=3,                       # a QRNN layer has no hidden-to-hidden weights (its context comes from the
+                                          # window and the forget gate): one layer more than small-lstm; MultiFiT 4
+        softmax="adaptive",               # the output layer was most of a small LM's step (adaptive_cutoffs: the
+                                          # head is the 2,000 most frequent words, one tail cluster for the rest)
         drop_mult=0.2,                    # light dropout: one or two passes over the text do not overfit, and the
                                           # classifier fine-tuned on this LM still gains from some
         epochs=2,                         # a CPU has time for few passes
@@ -141,20 +149,23 @@ PRESETS: dict[str, dict[str, Any]] = {
         min_steps=2000,                   # on little text steps are what is short: train at bs 16 below this
         seq_len=64,                       # a little shorter BPTT: cheaper steps
         lr=1e-2,                          # a higher peak lr: few epochs to learn in
-        max_vocab=8000, min_freq=3,       # the softmax dominates a small model's cost: a small vocabulary
+        max_vocab=8000, min_freq=3,       # a small vocabulary: the output layer is still a small model's largest
         sp_vocab_size=8000,               # sentencepiece: the same vocabulary size as the word vocabulary
     ),
     # The ULMFiT paper (Howard & Ruder 2018) / fastai: 400/1152/3, fastai's AWD-LSTM dropouts, AR 2 / TAR 1,
     # tied weights, a 60k-word vocabulary: the defaults above. Meant for a GPU.
     "paper": dict(),
-    # `small` with a QRNN encoder: the same embedding size, vocabulary and training, so the two compare directly.
-    "small-qrnn": dict(
-        arch="qrnn",
-        emb_sz=200, n_hid=512,            # small's sizes
-        n_layers=3,                       # a QRNN layer has no hidden-to-hidden weights (its context comes from the
-                                          # window and the forget gate): one layer more than small; MultiFiT has 4
+    # The ULMFiT recipe at small's budget: an AWD-LSTM 200/512/2 with the full softmax (`small` until 2026-12-02).
+    "small-lstm": dict(
+        emb_sz=200, n_hid=512, n_layers=2,
         drop_mult=0.2, epochs=2, bs=32, min_steps=2000, seq_len=64, lr=1e-2,  # small's training, same reasons
         max_vocab=8000, min_freq=3, sp_vocab_size=8000,                      # small's vocabulary
+    ),
+    # small's QRNN with the full softmax: small-lstm's output layer, so the two encoders compare directly.
+    "small-qrnn": dict(
+        arch="qrnn", emb_sz=200, n_hid=512, n_layers=3,
+        drop_mult=0.2, epochs=2, bs=32, min_steps=2000, seq_len=64, lr=1e-2,
+        max_vocab=8000, min_freq=3, sp_vocab_size=8000,
     ),
     # MultiFiT (Eisenschlos et al. 2019): 4 QRNN layers of 1550 (1552 as in fastai's AWD_QRNN config) on 400-d
     # embeddings, AWD-LSTM's dropouts and AR/TAR, tied weights; a 15k-piece sentencepiece vocabulary, as MultiFiT.
@@ -295,6 +306,16 @@ def format_config(cfg: LMConfig) -> str:
                             "ft_extend_vocab", "moms", "pct_start", "wd", "clip")),
               ("tokenizer", TOKENIZER_KEYS))
     return "\n".join(f"  {name}: " + ", ".join(f"{k}={d[k]}" for k in keys) for name, keys in groups)
+
+
+def fit_softmax(cfg: LMConfig, vocab_size: int) -> tuple[LMConfig, str | None]:
+    """The adaptive softmax on a vocabulary too small for any tail cluster (every cutoff at or past its size) is the
+    full softmax, which costs little there: returns the config to build (and a line saying so), else `cfg`."""
+    if cfg.softmax != "adaptive" or any(c < vocab_size for c in cfg.adaptive_cutoffs):
+        return cfg, None
+    return dataclasses.replace(cfg, softmax="full"), (
+        f"a vocabulary of {vocab_size:,} tokens leaves the adaptive softmax no tail cluster (adaptive_cutoffs "
+        f"{list(cfg.adaptive_cutoffs)}): the full softmax, as cheap at this size")
 
 
 MIN_BS = 16  # fit_min_steps halves bs no further: smaller batches run slower per token on a CPU

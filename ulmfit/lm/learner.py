@@ -17,7 +17,7 @@ from fastai.text.models.awdlstm import awd_lstm_lm_split
 from ulmfit import distributed
 from ulmfit._memory import trim_callback
 from ulmfit.data import Corpus
-from ulmfit.lm.config import LMConfig, Phase, fit_min_steps
+from ulmfit.lm.config import LMConfig, Phase, fit_min_steps, fit_softmax
 from ulmfit.lm.model import build_lm, lm_loss, lm_metrics, load_lm_state
 from ulmfit.lm.progress import show_bars
 from ulmfit.loaders import lm_dataloaders
@@ -79,8 +79,9 @@ def fit_one_cycle(learn: Learner, n_epoch: int, start_epoch: int, phase: Phase, 
 def setup_learner(store: TokenStore, corpus: Corpus, cfg: LMConfig, phases: list[Phase], *, seed: int,
                   backwards: bool, device: str | None, init_state: dict | None):
     """The Learner every LM stage trains (and `ulmfit lr-find lm` sweeps): threads, device, seeds, the batch size
-    `fit_min_steps` settles on, the loaders, the model (with `init_state` loaded). Returns (learner, arch,
-    config, the batch-size note or None, the training splits, the device)."""
+    `fit_min_steps` settles on, the loaders, the model (with `init_state` loaded; the output layer `fit_softmax`
+    settles on). Returns (learner, arch, config, a note on what was changed to fit the data or None, the training
+    splits, the device)."""
     set_threads()
     dev = resolve_device(device)
     seed_all(seed)
@@ -89,6 +90,8 @@ def setup_learner(store: TokenStore, corpus: Corpus, cfg: LMConfig, phases: list
     cfg, bs_note = fit_min_steps(cfg, sum(store.n_tokens(s) for s in train_splits), sum(p.epochs for p in phases),
                                  n_valid_tokens=store.n_tokens(VALID_SPLIT) if VALID_SPLIT in store.splits() else None,
                                  world_size=distributed.world_size())
+    cfg, softmax_note = fit_softmax(cfg, len(store.vocab.itos))
+    bs_note = "; ".join(n for n in (bs_note, softmax_note) if n) or None
     # the same options can still meet different files on different machines
     distributed.check_same({"data": corpus.fingerprint, "vocab": store.vocab.fingerprint, "bs": cfg.bs}, "data")
     dls = lm_dataloaders(store, train_splits=train_splits, valid_split=VALID_SPLIT, bs=cfg.bs, seq_len=cfg.seq_len,
