@@ -8,8 +8,9 @@ from ulmfit.cli._common import (Also, Backwards, Bs, Config, Corpus, Device, Epo
                                 MaxDocs, Overwrite, Resume, Seed, Set, TextCol, train_lm)
 
 HELP = (
-    "Pretrain a language model from scratch on a corpus: an AWD-LSTM (ULMFiT), or a QRNN (MultiFiT) with "
-    "--set arch=qrnn or a -qrnn preset.\n\n"
+    "Pretrain a language model from scratch on a corpus: a QRNN with the adaptive softmax (MultiFiT's encoder; "
+    "the small preset, for a CPU) or an AWD-LSTM (ULMFiT's; --preset small-lstm or paper, or --set arch=awd_lstm)."
+    "\n\n"
     "Trains the tokenizer and vocabulary on the non-test splits, then the LM on train+unsup with valid for "
     "validation (one-cycle, AR/TAR, gradient clipping); the splits used, the resolved config and the schedule "
     "are printed first. Writes OUT/model-best and OUT/model-last (bundles) and a checkpoint every epoch for "

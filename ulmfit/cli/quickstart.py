@@ -26,7 +26,7 @@ def register(app: typer.Typer) -> None:
         "The whole pipeline on the embedded default corpus (imdb-sample).\n\n"
         "Pretrains (or, with --pretrained, fine-tunes) a language model on 1,000 IMDb reviews, trains a classifier "
         "on its encoder, evaluates it, generates two continuations of \"I liked this movie because\" and "
-        "prints a summary. About 4-5 minutes on a 2-core CPU with native bf16 (6-7 in fp32) with the default small preset."))
+        "prints a summary. About 4 minutes on a 2-core CPU with native bf16 (longer in fp32) with the default small preset."))
     def quickstart_cmd(
         out: Out = Path("models/quickstart"),
         seed: Seed = 42,
