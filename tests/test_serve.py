@@ -20,7 +20,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from test_predict import make_bundle, make_texts
-from ulmfit import serve as serve_module
+from ulmfit import serve_batcher
 from ulmfit.classify import Classifier
 from ulmfit.cli.main import main
 from ulmfit.serve import Limits, create_app
@@ -52,7 +52,7 @@ def served(models: list[Classifier], **limits):
 def model_calls(monkeypatch) -> list[list[str]]:
     """The texts of every model call the server makes (each batch is one call of `predict_rows`)."""
     calls: list[list[str]] = []
-    real = serve_module.predict_rows
+    real = serve_batcher.predict_rows
 
     def counted(models, texts):
         calls.append(list(texts))
@@ -60,7 +60,7 @@ def model_calls(monkeypatch) -> list[list[str]]:
             raise RuntimeError("the model broke")
         return real(models, texts)
 
-    monkeypatch.setattr(serve_module, "predict_rows", counted)
+    monkeypatch.setattr(serve_batcher, "predict_rows", counted)
     return calls
 
 

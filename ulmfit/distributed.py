@@ -140,6 +140,8 @@ def session(device: str | torch.device | None) -> Iterator[None]:
                               ) from None
     try:
         yield
+        if ours:  # every rank past its last collective before any tears its connections down (gloo can abort the
+            dist.barrier()  # process at exit otherwise: "terminate called without an active exception")
     except dist.DistError as e:
         raise _lost(e) from None
     except RuntimeError as e:  # gloo raises a plain RuntimeError when a peer goes away or times out
