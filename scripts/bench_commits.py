@@ -1,14 +1,15 @@
 """Did a change make a command slower? Time one `ulmfit` command under two commits, taking turns.
 
-    python scripts/bench_commits.py --refs 742f8b5 HEAD --rounds 3 \\
-        --metric model-best/meta.json:metrics.accuracy -- \\
+    python scripts/bench_commits.py --refs a29fe85 HEAD --rounds 2 \\
+        --metric model-best/meta.json:metrics.-1.accuracy -- \\
         classify imdb-sample --lm LM --preset small --seed 0 --out {out}
 
-Each ref's files are exported once (under --work) and the command runs as `python -m ulmfit ARGS`
-from that copy, so the two sides share this environment and differ only in the project's code. The refs take turns (A B A B ...), so a change in the machine's load hits both alike; each run
-writes into a fresh `{out}` folder. Reported: each side's median wall time, the ratio, and (--metric FILE:KEY,
-FILE relative to `{out}`) the figure each run ended with, which must agree when the change was meant to leave
-results alone. A JSON line per run goes to --out.
+Each ref's files are exported once (under --work) and the command runs as `python -m ulmfit ARGS` from that
+copy, so the two sides share this environment and differ only in the project's code. The refs take turns (A B A
+B ...), so a change in the machine's load hits both alike; each run writes into a fresh `{out}` folder.
+Reported: each side's median wall time, the ratio, and (--metric FILE:KEY, FILE relative to `{out}`) the figure
+each run ended with, which must agree when the change was meant to leave results alone. A JSON line per run goes
+to --out.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--refs", nargs=2, required=True, metavar=("BEFORE", "AFTER"), help="the two commits (any git ref)")
     p.add_argument("--rounds", type=int, default=3, help="runs per side, taking turns")
     p.add_argument("--metric", default=None, metavar="FILE:KEY",
-                   help="a figure each run writes, e.g. model-best/meta.json:metrics.accuracy (dotted key)")
+                   help="a figure each run writes, e.g. model-best/meta.json:metrics.-1.accuracy (dotted key; integers index lists)")
     p.add_argument("--work", type=Path, default=Path("runs/bench_commits"), help="the exported commits, run folders, logs")
     p.add_argument("--out", type=Path, default=Path("runs/bench_commits.jsonl"), help="one JSON line per run")
     p.add_argument("--report", type=Path, default=None, help="also append the markdown report here")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from test_bench_lm_transfer import load
 from ulmfit.lm.synthetic import human_numbers
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -19,19 +19,8 @@ pytestmark = pytest.mark.skipif(shutil.which("git") is None or not (ROOT / ".git
                                 reason="needs the project's git repository")
 
 
-def load():
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        spec = importlib.util.spec_from_file_location("bench_commits", ROOT / "scripts" / "bench_commits.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(ROOT / "scripts"))
-
-
 def test_two_commits_take_turns_and_the_same_code_gives_the_same_metric(tmp_path, monkeypatch, capsys):
-    bench = load()
+    bench = load("bench_commits")
     corpus = human_numbers(n_docs=60, numbers_per_doc=10, seed=0)
     data = tmp_path / "numbers.csv"
     with data.open("w", newline="") as f:
@@ -53,14 +42,14 @@ def test_two_commits_take_turns_and_the_same_code_gives_the_same_metric(tmp_path
 
 
 def test_the_command_must_name_its_output_folder(tmp_path):
-    bench = load()
+    bench = load("bench_commits")
     with pytest.raises(SystemExit):
         bench.main(["--refs", "HEAD", "HEAD", "--work", str(tmp_path), "--", "pretrain", "x.csv"])
 
 
 def test_which_copy_runs_is_the_exported_one(tmp_path):
     """The boot line puts the given folder's `ulmfit` ahead of the editable install's."""
-    bench = load()
+    bench = load("bench_commits")
     fake = tmp_path / "ulmfit"
     fake.mkdir()
     (fake / "__init__.py").write_text("")

@@ -116,6 +116,19 @@ def adaptive_cutoffs(cutoffs: Iterable[int], vocab_size: int) -> list[int]:
                                          f"[{max(1, vocab_size // 4)}], or use --set softmax=full")
     return kept
 
+# The training and vocabulary of the CPU presets (small, small-lstm, small-qrnn differ only in the model).
+_SMALL_BUDGET: dict[str, Any] = dict(
+    drop_mult=0.2,                    # light dropout: one or two passes over the text do not overfit, and the
+                                      # classifier fine-tuned on this LM still gains from some
+    epochs=2,                         # a CPU has time for few passes
+    bs=32,                            # parallel streams: fewer than the paper's 64, so more optimizer steps
+    min_steps=2000,                   # on little text steps are what is short: train at bs 16 below this
+    seq_len=64,                       # a little shorter BPTT: cheaper steps
+    lr=1e-2,                          # a higher peak lr: few epochs to learn in
+    max_vocab=8000, min_freq=3,       # a small vocabulary: the output layer is still a small model's largest
+    sp_vocab_size=8000,               # sentencepiece: the same vocabulary size as the word vocabulary
+)
+
 # Presets: only what differs from the defaults above (which are the ULMFiT paper's model), one reason a knob.
 PRESETS: dict[str, dict[str, Any]] = {
     # Tests and smoke runs: trains in seconds on one core.
@@ -142,31 +155,15 @@ PRESETS: dict[str, dict[str, Any]] = {
                                           # window and the forget gate): one layer more than small-lstm; MultiFiT 4
         softmax="adaptive",               # the output layer was most of a small LM's step (adaptive_cutoffs: the
                                           # head is the 2,000 most frequent words, one tail cluster for the rest)
-        drop_mult=0.2,                    # light dropout: one or two passes over the text do not overfit, and the
-                                          # classifier fine-tuned on this LM still gains from some
-        epochs=2,                         # a CPU has time for few passes
-        bs=32,                            # parallel streams: fewer than the paper's 64, so more optimizer steps
-        min_steps=2000,                   # on little text steps are what is short: train at bs 16 below this
-        seq_len=64,                       # a little shorter BPTT: cheaper steps
-        lr=1e-2,                          # a higher peak lr: few epochs to learn in
-        max_vocab=8000, min_freq=3,       # a small vocabulary: the output layer is still a small model's largest
-        sp_vocab_size=8000,               # sentencepiece: the same vocabulary size as the word vocabulary
+        **_SMALL_BUDGET,
     ),
     # The ULMFiT paper (Howard & Ruder 2018) / fastai: 400/1152/3, fastai's AWD-LSTM dropouts, AR 2 / TAR 1,
     # tied weights, a 60k-word vocabulary: the defaults above. Meant for a GPU.
     "paper": dict(),
     # The ULMFiT recipe at small's budget: an AWD-LSTM 200/512/2 with the full softmax (`small` until 2026-12-02).
-    "small-lstm": dict(
-        emb_sz=200, n_hid=512, n_layers=2,
-        drop_mult=0.2, epochs=2, bs=32, min_steps=2000, seq_len=64, lr=1e-2,  # small's training, same reasons
-        max_vocab=8000, min_freq=3, sp_vocab_size=8000,                      # small's vocabulary
-    ),
+    "small-lstm": dict(emb_sz=200, n_hid=512, n_layers=2, **_SMALL_BUDGET),
     # small's QRNN with the full softmax: small-lstm's output layer, so the two encoders compare directly.
-    "small-qrnn": dict(
-        arch="qrnn", emb_sz=200, n_hid=512, n_layers=3,
-        drop_mult=0.2, epochs=2, bs=32, min_steps=2000, seq_len=64, lr=1e-2,
-        max_vocab=8000, min_freq=3, sp_vocab_size=8000,
-    ),
+    "small-qrnn": dict(arch="qrnn", emb_sz=200, n_hid=512, n_layers=3, **_SMALL_BUDGET),
     # MultiFiT (Eisenschlos et al. 2019): 4 QRNN layers of 1550 (1552 as in fastai's AWD_QRNN config) on 400-d
     # embeddings, AWD-LSTM's dropouts and AR/TAR, tied weights; a 15k-piece sentencepiece vocabulary, as MultiFiT.
     # Meant for a GPU.

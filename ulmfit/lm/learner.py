@@ -91,7 +91,7 @@ def setup_learner(store: TokenStore, corpus: Corpus, cfg: LMConfig, phases: list
                                  n_valid_tokens=store.n_tokens(VALID_SPLIT) if VALID_SPLIT in store.splits() else None,
                                  world_size=distributed.world_size())
     cfg, softmax_note = fit_softmax(cfg, len(store.vocab.itos))
-    bs_note = "; ".join(n for n in (bs_note, softmax_note) if n) or None
+    note = "; ".join(n for n in (bs_note, softmax_note) if n) or None
     # the same options can still meet different files on different machines
     distributed.check_same({"data": corpus.fingerprint, "vocab": store.vocab.fingerprint, "bs": cfg.bs}, "data")
     dls = lm_dataloaders(store, train_splits=train_splits, valid_split=VALID_SPLIT, bs=cfg.bs, seq_len=cfg.seq_len,
@@ -99,4 +99,4 @@ def setup_learner(store: TokenStore, corpus: Corpus, cfg: LMConfig, phases: list
     learn, arch = make_learner(cfg, dls, store.vocab, dev)
     if init_state is not None:
         load_lm_state(learn.model, init_state, "the pretrained model")
-    return learn, arch, cfg, bs_note, train_splits, dev
+    return learn, arch, cfg, note, train_splits, dev
